@@ -1,0 +1,131 @@
+// Package authlimit slows down repeated authentication failures from one
+// remote address, the way Postfix's anvil and Dovecot's auth penalty do.
+//
+// It is shared by the SMTP, IMAP and POP3 front ends so that guessing a
+// password over one protocol counts against the others too. It is not a
+// firewall: it never refuses a connection, it only makes each failed attempt
+// answer later, so a guesser gets a few tries a minute instead of thousands.
+package authlimit
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// Limiter counts recent failures per remote host. The zero value is not
+// usable; call New.
+type Limiter struct {
+	now    func() time.Time
+	base   time.Duration
+	max    time.Duration
+	window time.Duration
+
+	mu    sync.Mutex
+	hosts map[string]*record
+}
+
+type record struct {
+	failures int
+	last     time.Time
+}
+
+// New returns a Limiter that doubles the delay from base with each failure
+// in a row from one host, up to max, and forgets a host after window without
+// failures. now is the clock (time.Now in production).
+func New(now func() time.Time, base, max, window time.Duration) *Limiter {
+	if now == nil {
+		now = time.Now
+	}
+	return &Limiter{now: now, base: base, max: max, window: window, hosts: map[string]*record{}}
+}
+
+// Default returns the production settings: 500 ms after the first failure,
+// doubling to 15 s, forgotten after 15 minutes.
+func Default() *Limiter {
+	return New(time.Now, 500*time.Millisecond, 15*time.Second, 15*time.Minute)
+}
+
+// Host reduces a remote address ("1.2.3.4:5678") to the key failures are
+// counted under: the IP for IPv4, the /64 for IPv6.
+func Host(addr net.Addr) string {
+	if addr == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		host = addr.String()
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return host
+	}
+	if ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String()
+	}
+	return ip.String()
+}
+
+// Failed records a failed attempt from host and waits the penalty that
+// follows it, or until ctx is done. It returns the penalty it applied.
+func (l *Limiter) Failed(ctx context.Context, host string) time.Duration {
+	d := l.record(host)
+	if d <= 0 {
+		return 0
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return d
+}
+
+// Succeeded forgets the failures of host.
+func (l *Limiter) Succeeded(host string) {
+	l.mu.Lock()
+	delete(l.hosts, host)
+	l.mu.Unlock()
+}
+
+// Failures reports the failures counted for host in the current window.
+func (l *Limiter) Failures(host string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.hosts[host]
+	if r == nil || l.now().Sub(r.last) > l.window {
+		return 0
+	}
+	return r.failures
+}
+
+func (l *Limiter) record(host string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	// Drop stale hosts lazily so the map cannot grow without bound.
+	if len(l.hosts) > 10000 {
+		for h, r := range l.hosts {
+			if now.Sub(r.last) > l.window {
+				delete(l.hosts, h)
+			}
+		}
+	}
+	r := l.hosts[host]
+	if r == nil || now.Sub(r.last) > l.window {
+		r = &record{}
+		l.hosts[host] = r
+	}
+	r.failures++
+	r.last = now
+	d := l.base
+	for i := 1; i < r.failures && d < l.max; i++ {
+		d *= 2
+	}
+	if d > l.max {
+		d = l.max
+	}
+	return d
+}

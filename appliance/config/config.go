@@ -1,0 +1,143 @@
+// Package config reads Sigillo's TOML configuration and supplies the
+// embedded default used when no file is given. It only parses and checks
+// values; it starts nothing.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	// Hostname is the server's name: SMTP greeting and EHLO, Received:
+	// headers, and the name on its certificate.
+	Hostname string `toml:"hostname"`
+	// DataDir holds the database, the raft log and the control socket.
+	DataDir string `toml:"data_dir"`
+	// MaxMessageBytes is the largest message accepted (SMTP 552 above it).
+	MaxMessageBytes int64 `toml:"max_message_bytes"`
+	// Listen has one address per listener; "" turns a listener off.
+	Listen Listen `toml:"listen"`
+	// Routes maps a domain to a static next hop "host:port", instead of MX.
+	Routes map[string]string `toml:"routes"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+}
+
+// Listen is the [listen] table.
+type Listen struct {
+	SMTP        string `toml:"smtp"`
+	Submission  string `toml:"submission"`
+	Submissions string `toml:"submissions"`
+	IMAP        string `toml:"imap"`
+	IMAPS       string `toml:"imaps"`
+	POP3        string `toml:"pop3"`
+	POP3S       string `toml:"pop3s"`
+	HTTPS       string `toml:"https"`
+}
+
+// Default is the embedded configuration of `sigillo serve` without
+// --config: everything on 127.0.0.1, unprivileged ports, data in
+// ./sigillo-data.
+func Default() Config {
+	return Config{
+		Hostname:        "localhost",
+		DataDir:         "./sigillo-data",
+		MaxMessageBytes: 30 << 20,
+		Listen: Listen{
+			SMTP:        "127.0.0.1:2525",
+			Submission:  "127.0.0.1:2587",
+			Submissions: "127.0.0.1:2465",
+			IMAP:        "127.0.0.1:2143",
+			IMAPS:       "127.0.0.1:2993",
+			POP3:        "127.0.0.1:2110",
+			POP3S:       "127.0.0.1:2995",
+			HTTPS:       "127.0.0.1:8443",
+		},
+		LogLevel: "info",
+	}
+}
+
+// Load reads path; with path "" it returns Default. Keys of a file replace
+// the default's; unknown keys are an error, so a typo is not ignored.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path == "" {
+		return cfg, cfg.Validate()
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	// A file describes a real deployment: its listeners default to the
+	// standard ports on every address, not to the loopback test ports.
+	cfg.Listen = Listen{SMTP: ":25", Submission: ":587", Submissions: ":465", IMAP: ":143", IMAPS: ":993", POP3: ":110", POP3S: ":995", HTTPS: ":443"}
+	cfg.DataDir = "/var/lib/sigillo"
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return cfg, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks the values.
+func (c *Config) Validate() error {
+	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " /@") {
+		return fmt.Errorf("hostname %q is not a host name", c.Hostname)
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir is empty")
+	}
+	if c.MaxMessageBytes <= 0 {
+		return fmt.Errorf("max_message_bytes must be positive, not %d", c.MaxMessageBytes)
+	}
+	for name, addr := range c.Listen.Map() {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("listen.%s: %q is not host:port", name, addr)
+		}
+	}
+	for dom, hop := range c.Routes {
+		if _, _, err := net.SplitHostPort(hop); err != nil {
+			return fmt.Errorf("routes.%q: %q is not host:port", dom, hop)
+		}
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// Map returns the listeners by their config names.
+func (l Listen) Map() map[string]string {
+	return map[string]string{
+		"smtp": l.SMTP, "submission": l.Submission, "submissions": l.Submissions,
+		"imap": l.IMAP, "imaps": l.IMAPS, "pop3": l.POP3, "pop3s": l.POP3S, "https": l.HTTPS,
+	}
+}
+
+// ControlSocket is the path of the unix socket the command line talks to.
+func (c *Config) ControlSocket() string { return filepath.Join(c.DataDir, "control.sock") }

@@ -1,0 +1,60 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func write(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sigillo.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestTheIssueExampleLoads(t *testing.T) {
+	cfg, err := Load(write(t, `
+hostname = "mail.example.test"
+data_dir = "/var/lib/sigillo"
+max_message_bytes = 31457280
+[listen]
+smtp = ":25"
+submission = ":587"
+submissions = ":465"
+imap = ":143"
+imaps = ":993"
+pop3 = ""
+pop3s = ":995"
+https = ":443"
+[routes]
+"example.org" = "127.0.0.1:2526"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Hostname != "mail.example.test" || cfg.Listen.POP3 != "" || cfg.Routes["example.org"] != "127.0.0.1:2526" {
+		t.Fatalf("%+v", cfg)
+	}
+}
+
+func TestMistakesAreOneClearError(t *testing.T) {
+	for text, want := range map[string]string{
+		`hostnme = "x"`:                     "unknown key hostnme",
+		`max_message_bytes = -1`:            "max_message_bytes",
+		"[listen]\nsmtp = \"25\"":           "listen.smtp",
+		"[routes]\n\"a.test\" = \"nohost\"": "routes",
+		`hostname = `:                       "config",
+	} {
+		_, err := Load(write(t, text))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want an error naming %q", text, err, want)
+		}
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.toml")); err == nil {
+		t.Error("missing file accepted")
+	}
+}

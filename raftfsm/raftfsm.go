@@ -1,0 +1,298 @@
+// Package raftfsm replicates Sigillo's store with hashicorp/raft: it is the
+// one write path. A command is encoded, appended to the raft log (fsynced
+// to disk by raft-boltdb), and applied by the FSM to the node's SQLite
+// store; Apply returns only after that, so a front end acknowledges only
+// committed state. Snapshots are consistent copies of the SQLite database,
+// and a restart rebuilds from snapshot + log.
+//
+// A lone node is a one-node cluster that bootstrapped itself. Joining nodes
+// over mutual TLS, forwarding writes to the leader and backups to remote
+// targets are later work; the seams for them are the Transport in Config and
+// the Node's leader observation. It is not a storage layer: it knows nothing
+// of the schema, only of storage.Command and storage.Store.Apply.
+package raftfsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"sigillo/storage"
+)
+
+// ErrUnavailable means a command could not be committed now (no leader, no
+// quorum, store failing, shutting down). The client should retry later.
+var ErrUnavailable = errors.New("replicated store unavailable")
+
+// Config says where a node keeps its raft state and who it is.
+type Config struct {
+	// Dir holds raft.db (log and stable store) and snapshots/.
+	Dir string
+	// NodeID names this node in the cluster; default "node1".
+	NodeID string
+	// Transport carries raft traffic; nil means an in-memory transport,
+	// enough for a one-node cluster.
+	Transport raft.Transport
+	Logger    *slog.Logger
+	// SnapshotThreshold is how many log entries trigger a snapshot
+	// (default 4096); TrailingLogs how many stay after it (default 1024).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// ApplyTimeout bounds a command that has no context deadline (default 10 s).
+	ApplyTimeout time.Duration
+}
+
+// Node is one raft member with its FSM.
+type Node struct {
+	raft      *raft.Raft
+	fsm       *fsm
+	logStore  *raftboltdb.BoltStore
+	transport raft.Transport
+	logger    *slog.Logger
+	timeout   time.Duration
+	closeOnce sync.Once
+}
+
+// Open starts the node on store. A node with no raft state bootstraps a
+// one-node cluster. Open returns once the node is the leader and has
+// applied every committed entry, or with an error when ctx ends first.
+func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) {
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node1"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.SnapshotThreshold == 0 {
+		cfg.SnapshotThreshold = 4096
+	}
+	if cfg.TrailingLogs == 0 {
+		cfg.TrailingLogs = 1024
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft dir: %w", err)
+	}
+	logger := cfg.Logger.With("component", "raft")
+
+	snaps, err := raft.NewFileSnapshotStore(filepath.Join(cfg.Dir), 2, io.Discard)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot store: %w", err)
+	}
+	// The database normally holds everything up to its applied index, so
+	// raft need not restore a snapshot at every start; if the database is
+	// behind the newest snapshot (lost or rolled back), restore it here.
+	if err := catchUpFromSnapshot(ctx, snaps, store, logger); err != nil {
+		return nil, err
+	}
+
+	logStore, err := raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("raft log store: %w", err)
+	}
+	cache, err := raft.NewLogCache(512, logStore)
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("raft log cache: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = true
+	rc.HeartbeatTimeout = 500 * time.Millisecond
+	rc.ElectionTimeout = 500 * time.Millisecond
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{logger}})
+
+	transport := cfg.Transport
+	if transport == nil {
+		_, transport = raft.NewInmemTransport(raft.ServerAddress(cfg.NodeID))
+	}
+	f := &fsm{store: store, logger: logger, stop: make(chan struct{})}
+
+	has, err := raft.HasExistingState(cache, logStore, snaps)
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("raft state: %w", err)
+	}
+	if !has {
+		conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: transport.LocalAddr()}}}
+		if err := raft.BootstrapCluster(rc, cache, logStore, snaps, transport, conf); err != nil {
+			logStore.Close()
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		logger.Info("bootstrapped a one-node cluster", "node", cfg.NodeID)
+	}
+	r, err := raft.NewRaft(rc, f, cache, logStore, snaps, transport)
+	if err != nil {
+		logStore.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n := &Node{raft: r, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout}
+	if err := n.waitReady(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// waitReady waits for leadership and then for a barrier, so that every
+// entry committed before the restart is in the store.
+func (n *Node) waitReady(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for n.raft.State() != raft.Leader {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for raft leadership: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	if err := n.raft.Barrier(n.timeoutFor(ctx)).Error(); err != nil {
+		return fmt.Errorf("raft barrier: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) timeoutFor(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return n.timeout
+}
+
+// Apply proposes cmd, waits until it is applied, and returns its value. A
+// refusal by the command is a *storage.Error; any failure to commit wraps
+// ErrUnavailable.
+func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+	data, err := storage.Encode(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	f := n.raft.Apply(data, n.timeoutFor(ctx))
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// The entry may still commit; the caller reports a temporary
+		// failure and its retry is the client's (SMTP and IMAP are
+		// at-least-once here). The goroutine ends when the future does.
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cmd.Op(), ctx.Err())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cmd.Op(), err)
+	}
+	res, ok := f.Response().(storage.Result)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: no result", ErrUnavailable, cmd.Op())
+	}
+	if res.Err != nil && !isRefusal(res.Err) {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cmd.Op(), res.Err)
+	}
+	return res.Value, res.Err
+}
+
+func isRefusal(err error) bool {
+	var e *storage.Error
+	return errors.As(err, &e)
+}
+
+// IsLeader reports whether this node leads the cluster (and so runs the
+// leader-only jobs).
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// LeaderCh delivers true when this node becomes leader and false when it
+// stops being leader.
+func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
+
+// Stats is raft's view of the node, for status pages.
+func (n *Node) Stats() map[string]string { return n.raft.Stats() }
+
+// Snapshot takes a snapshot now (tests and `sigillo backup`).
+func (n *Node) Snapshot() error {
+	if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+// Close stops raft and closes the log. It does not close the store.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.fsm.stop)
+		if e := n.raft.Shutdown().Error(); e != nil {
+			err = fmt.Errorf("raft shutdown: %w", e)
+		}
+		if c, ok := n.transport.(io.Closer); ok {
+			c.Close()
+		}
+		if e := n.logStore.Close(); e != nil && err == nil {
+			err = fmt.Errorf("close raft log: %w", e)
+		}
+	})
+	return err
+}
+
+func catchUpFromSnapshot(ctx context.Context, snaps *raft.FileSnapshotStore, store *storage.Store, logger *slog.Logger) error {
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(list) == 0 {
+		return nil
+	}
+	applied, err := store.AppliedIndex(ctx)
+	if err != nil {
+		return err
+	}
+	newest := list[0]
+	if applied >= newest.Index {
+		return nil
+	}
+	logger.Warn("database is behind the newest snapshot: restoring it", "applied", applied, "snapshot", newest.Index)
+	_, rc, err := snaps.Open(newest.ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", newest.ID, err)
+	}
+	defer rc.Close()
+	return restoreFrom(ctx, store, rc)
+}
+
+// slogWriter lets hclog write through slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}

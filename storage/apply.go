@@ -1,0 +1,205 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Command is one typed change of state. Its exported fields are the whole
+// input: Apply must not read clocks, random sources or the environment.
+type Command interface {
+	// Op names the command in the log; it never changes once shipped.
+	Op() string
+	apply(tx *txn) (any, error)
+}
+
+// payloader is a command that carries a large opaque payload (message
+// content) outside its JSON body, so the log does not hold it base64-encoded.
+type payloader interface {
+	payload() []byte
+	setPayload([]byte)
+}
+
+// Encode serialises a command for the raft log:
+// uvarint(len op) op uvarint(len json) json payload.
+func Encode(c Command) ([]byte, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", c.Op(), err)
+	}
+	var p []byte
+	if pl, ok := c.(payloader); ok {
+		p = pl.payload()
+	}
+	op := c.Op()
+	buf := make([]byte, 0, 2*binary.MaxVarintLen64+len(op)+len(body)+len(p))
+	buf = binary.AppendUvarint(buf, uint64(len(op)))
+	buf = append(buf, op...)
+	buf = binary.AppendUvarint(buf, uint64(len(body)))
+	buf = append(buf, body...)
+	buf = append(buf, p...)
+	return buf, nil
+}
+
+// Decode parses what Encode wrote.
+func Decode(b []byte) (Command, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return nil, errors.New("decode command: bad op length")
+	}
+	op := string(b[k : k+int(n)])
+	b = b[k+int(n):]
+	n, k = binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return nil, errors.New("decode command: bad body length")
+	}
+	body, rest := b[k:k+int(n)], b[k+int(n):]
+	c := newCommand(op)
+	if c == nil {
+		return nil, fmt.Errorf("decode command: unknown op %q", op)
+	}
+	if err := json.Unmarshal(body, c); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", op, err)
+	}
+	if pl, ok := c.(payloader); ok {
+		pl.setPayload(rest)
+	} else if len(rest) > 0 {
+		return nil, fmt.Errorf("decode %s: unexpected payload", op)
+	}
+	return c, nil
+}
+
+// Entry is one encoded command at a raft log index.
+type Entry struct {
+	Index uint64
+	Data  []byte
+}
+
+// Result is what applying one entry gave: a command-specific value, or the
+// command's refusal.
+type Result struct {
+	Value any
+	Err   error
+}
+
+// ErrTransient wraps failures of the database itself (disk full, I/O
+// error): nothing of the batch was committed and the same batch must be
+// applied again later, in order, before anything else.
+var ErrTransient = errors.New("storage temporarily unavailable")
+
+// Apply applies a batch of log entries in one SQLite transaction, each in
+// its own savepoint so that one command's refusal leaves the others intact.
+// Entries at or below the applied index (already in the database, replayed
+// after a restart) are skipped and give a nil Result. If Apply returns an
+// error it wraps ErrTransient and nothing was committed.
+func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+
+	applied, err := s.AppliedIndex(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrTransient, err)
+	}
+	results := make([]Result, len(entries))
+	sqlTx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: begin: %v", ErrTransient, err)
+	}
+	defer sqlTx.Rollback()
+	tx := &txn{ctx: ctx, tx: sqlTx}
+	last := applied
+	for i, e := range entries {
+		if e.Index != 0 && e.Index <= applied {
+			continue
+		}
+		if e.Index > last {
+			last = e.Index
+		}
+		cmd, err := Decode(e.Data)
+		if err != nil {
+			results[i].Err = refuse(ErrInvalid, "%v", err)
+			continue
+		}
+		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT cmd"); err != nil {
+			return nil, fmt.Errorf("%w: savepoint: %v", ErrTransient, err)
+		}
+		mark := len(tx.changes)
+		v, err := cmd.apply(tx)
+		if err != nil {
+			if isTransient(err) {
+				return nil, fmt.Errorf("%w: %s: %v", ErrTransient, cmd.Op(), err)
+			}
+			if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO cmd"); rerr != nil {
+				return nil, fmt.Errorf("%w: rollback to savepoint: %v", ErrTransient, rerr)
+			}
+			tx.changes = tx.changes[:mark]
+			var refusal *Error
+			if !errors.As(err, &refusal) {
+				err = &Error{Code: ErrInvalid, Msg: fmt.Sprintf("%s: %v", cmd.Op(), err)}
+			}
+			results[i].Err = err
+		} else {
+			results[i].Value = v
+		}
+		if _, err := sqlTx.ExecContext(ctx, "RELEASE cmd"); err != nil {
+			return nil, fmt.Errorf("%w: release savepoint: %v", ErrTransient, err)
+		}
+	}
+	if last != applied {
+		if _, err := sqlTx.ExecContext(ctx,
+			"INSERT INTO meta(key, value) VALUES('applied_index', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+			int64(last)); err != nil {
+			return nil, fmt.Errorf("%w: applied index: %v", ErrTransient, err)
+		}
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return nil, fmt.Errorf("%w: commit: %v", ErrTransient, err)
+	}
+	s.hub.publish(tx.changes)
+	return results, nil
+}
+
+// isTransient tells database failures that depend on the machine (full
+// disk, I/O error, lock contention) from deterministic ones.
+func isTransient(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sql.ErrConnDone) {
+		return true
+	}
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_BUSY,
+		sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CORRUPT,
+		sqlite3.SQLITE_INTERRUPT, sqlite3.SQLITE_PROTOCOL:
+		return true
+	}
+	return false
+}
+
+// txn is the state a command applies to.
+type txn struct {
+	ctx     context.Context
+	tx      *sql.Tx
+	changes []Change
+}
+
+func (t *txn) exec(q string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(t.ctx, q, args...)
+}
+
+func (t *txn) row(q string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(t.ctx, q, args...)
+}
+
+func (t *txn) changed(mailboxID, folderID int64) {
+	t.changes = append(t.changes, Change{MailboxID: mailboxID, FolderID: folderID})
+}

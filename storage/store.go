@@ -1,0 +1,285 @@
+// Package storage is Sigillo's state: the SQLite schema and its migrations,
+// the typed commands that change it, and the read queries the front ends use.
+//
+// Every change goes through a Command, applied in one SQLite transaction by
+// Apply (called by the raft FSM on every node, in log order). Commands are
+// deterministic: anything random or time-dependent (IDs, timestamps, password
+// hashes) is chosen by the proposer and carried in the command, while values
+// derived from state (the next UID of a folder, modseqs) are computed in
+// Apply from the state, which is the same on every node.
+//
+// The package knows nothing of raft or of mail protocols: it is not where
+// replication, quorum or protocol syntax live.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver
+)
+
+// Store is one node's SQLite database.
+type Store struct {
+	db   *sql.DB
+	path string
+
+	// writeMu serialises Apply, Snapshot and Restore. Readers never take it:
+	// SQLite's WAL gives them a consistent view while a write runs.
+	writeMu sync.Mutex
+
+	hub hub
+}
+
+// Open opens (creating if needed) the database at path and brings its schema
+// up to date.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, path: path, hub: newHub()}
+	return s, nil
+}
+
+func openDB(path string) (*sql.DB, error) {
+	// synchronous=NORMAL in WAL mode syncs at checkpoints only: durability
+	// lives in the raft log, which fsyncs every batch, and the database is
+	// rebuilt from snapshot + log after a crash.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(8)
+	db.SetConnMaxIdleTime(0)
+	if err := migrate(context.Background(), db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion is the number of migrations the code knows.
+func SchemaVersion() int { return len(migrations) }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// AppliedIndex is the raft log index of the last command applied.
+func (s *Store) AppliedIndex(ctx context.Context) (uint64, error) {
+	var v int64
+	err := s.db.QueryRowContext(ctx, "SELECT value FROM meta WHERE key='applied_index'").Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("applied index: %w", err)
+	}
+	return uint64(v), nil
+}
+
+// Snapshot writes a consistent copy of the database to path (which must not
+// exist) with VACUUM INTO. It holds the write lock only while copying, so
+// commands wait but reads go on.
+func (s *Store) Snapshot(ctx context.Context, path string) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if _, err := s.db.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+		return fmt.Errorf("snapshot to %s: %w", path, err)
+	}
+	return nil
+}
+
+// userTables are the tables copied by Restore, parents before children.
+var userTables = []string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv"}
+
+// Restore replaces the whole state with the database file at path (made by
+// Snapshot, possibly by an older version: it is migrated first). The swap is
+// one transaction, so readers see either the old or the new state.
+func (s *Store) Restore(ctx context.Context, path string) error {
+	snap, err := openDB(path)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	snap.Close()
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "ATTACH DATABASE ? AS snap", path); err != nil {
+		return fmt.Errorf("restore: attach: %w", err)
+	}
+	defer conn.ExecContext(context.Background(), "DETACH DATABASE snap")
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer tx.Rollback()
+	for i := len(userTables) - 1; i >= 0; i-- {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM main."+userTables[i]); err != nil {
+			return fmt.Errorf("restore: clear %s: %w", userTables[i], err)
+		}
+	}
+	for _, t := range userTables {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO main."+t+" SELECT * FROM snap."+t); err != nil {
+			return fmt.Errorf("restore: copy %s: %w", t, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("restore: commit: %w", err)
+	}
+	s.hub.publishAll()
+	return nil
+}
+
+// Error is a deterministic refusal of a command: the same command on the
+// same state fails the same way on every node. Front ends map Code to their
+// protocol's permanent errors; any other error from Apply is temporary.
+type Error struct {
+	Code ErrorCode
+	Msg  string
+}
+
+// ErrorCode classifies an Error.
+type ErrorCode string
+
+// The refusals a command can meet.
+const (
+	ErrNotFound  ErrorCode = "not-found"
+	ErrExists    ErrorCode = "exists"
+	ErrInvalid   ErrorCode = "invalid"
+	ErrOverQuota ErrorCode = "over-quota"
+	ErrNotEmpty  ErrorCode = "not-empty"
+)
+
+func (e *Error) Error() string { return e.Msg }
+
+func refuse(code ErrorCode, format string, args ...any) error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// IsCode reports whether err is a refusal with the given code.
+func IsCode(err error, code ErrorCode) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// Domain is a hosted mail domain.
+type Domain struct {
+	ID        int64
+	Name      string
+	CreatedAt time.Time
+	Mailboxes int
+}
+
+// Mailbox is a user's account: an address with a password and folders.
+type Mailbox struct {
+	ID           int64
+	DomainID     int64
+	Address      string
+	PasswordHash string
+	QuotaBytes   int64
+	UsedBytes    int64
+	CreatedAt    time.Time
+}
+
+// Folder is an IMAP mailbox (we say folder, since mailbox is the account).
+type Folder struct {
+	ID            int64
+	MailboxID     int64
+	Name          string
+	SpecialUse    string
+	Subscribed    bool
+	UIDValidity   uint32
+	UIDNext       uint32
+	HighestModSeq uint64
+}
+
+// Message is one message in one folder. Its content is shared by SHA256.
+type Message struct {
+	ID           int64
+	FolderID     int64
+	UID          uint32
+	SHA256       string
+	Size         int64
+	InternalDate time.Time
+	Flags        []string
+	ModSeq       uint64
+}
+
+// QueueItem is one message waiting for remote delivery.
+type QueueItem struct {
+	ID          string
+	Sender      string
+	Recipients  []string
+	SHA256      string
+	Size        int64
+	CreatedAt   time.Time
+	NextAttempt time.Time
+	Attempts    int
+	LastError   string
+}
+
+// NormalizeDomain lowercases a domain name and strips a trailing dot.
+func NormalizeDomain(d string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+}
+
+// NormalizeAddress lowercases the domain part of an address; the local part
+// is matched case-insensitively too, as every mainstream server does.
+func NormalizeAddress(a string) string {
+	return strings.ToLower(strings.TrimSpace(a))
+}
+
+// SplitAddress returns the local part and the domain of an address.
+func SplitAddress(a string) (local, domain string, ok bool) {
+	i := strings.LastIndexByte(a, '@')
+	if i <= 0 || i == len(a)-1 {
+		return "", "", false
+	}
+	return a[:i], a[i+1:], true
+}

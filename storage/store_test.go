@@ -1,0 +1,189 @@
+package storage
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+)
+
+// applier feeds commands to a Store the way the raft FSM does, one log
+// index after the other.
+type applier struct {
+	t     *testing.T
+	s     *Store
+	index uint64
+}
+
+func (a *applier) do(c Command) (any, error) {
+	a.t.Helper()
+	data, err := Encode(c)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.index++
+	res, err := a.s.Apply(context.Background(), []Entry{{Index: a.index, Data: data}})
+	if err != nil {
+		a.t.Fatalf("apply %s: %v", c.Op(), err)
+	}
+	return res[0].Value, res[0].Err
+}
+
+func (a *applier) must(c Command) any {
+	a.t.Helper()
+	v, err := a.do(c)
+	if err != nil {
+		a.t.Fatalf("%s: %v", c.Op(), err)
+	}
+	return v
+}
+
+func newStore(t *testing.T) (*Store, *applier) {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, &applier{t: t, s: s}
+}
+
+func TestAMailboxGetsItsFoldersAndMessagesKeepTheirUIDs(t *testing.T) {
+	ctx := context.Background()
+	s, a := newStore(t)
+	a.must(&AddDomain{Name: "Example.TEST", At: 1})
+	if _, err := a.do(&AddDomain{Name: "example.test"}); !IsCode(err, ErrExists) {
+		t.Fatalf("second add: %v", err)
+	}
+	if _, err := a.do(&AddMailbox{Address: "bob@nowhere.test", PasswordHash: "x"}); !IsCode(err, ErrNotFound) {
+		t.Fatalf("mailbox on unknown domain: %v", err)
+	}
+	id := a.must(&AddMailbox{Address: "Alice@example.test", PasswordHash: "h", QuotaBytes: 100, At: 1000}).(int64)
+	folders, err := s.Folders(ctx, id)
+	if err != nil || len(folders) != len(DefaultFolders) {
+		t.Fatalf("folders: %v %v", folders, err)
+	}
+	inbox, _ := s.FolderByName(ctx, id, "inbox")
+	seen := map[uint32]bool{}
+	for _, f := range folders {
+		if seen[f.UIDValidity] {
+			t.Fatalf("UIDVALIDITY %d repeats", f.UIDValidity)
+		}
+		seen[f.UIDValidity] = true
+	}
+
+	r := a.must(&Deliver{Targets: []Target{{MailboxID: id, EnforceQuota: true}}, Data: []byte("Subject: one\r\n\r\nbody\r\n"), InternalDate: 5}).(*DeliverResult)
+	if len(r.Placed) != 1 || r.Placed[0].UID != 1 {
+		t.Fatalf("deliver: %+v", r)
+	}
+	a.must(&Deliver{Targets: []Target{{MailboxID: id}}, Data: []byte("Subject: one\r\n\r\nbody\r\n")})
+	r = a.must(&Deliver{Targets: []Target{{MailboxID: id, EnforceQuota: true}}, Data: make([]byte, 80)}).(*DeliverResult)
+	if len(r.OverQuota) != 1 || len(r.Placed) != 0 {
+		t.Fatalf("over quota not refused: %+v", r)
+	}
+	var blobs int
+	s.db.QueryRow("SELECT count(*) FROM blobs").Scan(&blobs)
+	if blobs != 1 {
+		t.Fatalf("same content stored %d times", blobs)
+	}
+
+	fr := a.must(&StoreFlags{FolderID: inbox.ID, UIDs: []uint32{1}, Mode: FlagsAdd, Flags: []string{`\seen`, "$Label1"}}).(*FlagsResult)
+	if len(fr.Updated) != 1 || fr.Updated[0].Flags[1] != `\Seen` {
+		t.Fatalf("flags: %+v", fr)
+	}
+	trash, _ := s.FolderByName(ctx, id, "Trash")
+	cr := a.must(&Copy{FromFolderID: inbox.ID, UIDs: []uint32{1}, ToFolderID: trash.ID, Move: true}).(*CopyResult)
+	if len(cr.Dest) != 1 || cr.Dest[0] != 1 {
+		t.Fatalf("move: %+v", cr)
+	}
+	msgs, _ := s.Messages(ctx, inbox.ID)
+	if len(msgs) != 1 || msgs[0].UID != 2 {
+		t.Fatalf("inbox after move: %+v", msgs)
+	}
+	a.must(&StoreFlags{FolderID: inbox.ID, UIDs: []uint32{2}, Mode: FlagsSet, Flags: []string{`\Deleted`}})
+	gone := a.must(&Expunge{FolderID: inbox.ID, OnlyDeleted: true}).([]uint32)
+	if len(gone) != 1 || gone[0] != 2 {
+		t.Fatalf("expunge: %v", gone)
+	}
+	// A new message never reuses an expunged UID.
+	r = a.must(&Deliver{Targets: []Target{{MailboxID: id}}, Data: []byte("x")}).(*DeliverResult)
+	if r.Placed[0].UID != 3 {
+		t.Fatalf("uid after expunge = %d", r.Placed[0].UID)
+	}
+	mb, _ := s.MailboxByAddress(ctx, "alice@EXAMPLE.test")
+	if want := int64(len("Subject: one\r\n\r\nbody\r\n") + 1); mb.UsedBytes != want {
+		t.Fatalf("used bytes %d, want %d", mb.UsedBytes, want)
+	}
+	if _, err := a.do(&RemoveDomain{Name: "example.test"}); !IsCode(err, ErrNotEmpty) {
+		t.Fatalf("remove non-empty domain: %v", err)
+	}
+	a.must(&RemoveMailbox{Address: "alice@example.test"})
+	s.db.QueryRow("SELECT count(*) FROM blobs").Scan(&blobs)
+	if blobs != 0 {
+		t.Fatalf("%d blobs left after removing the mailbox", blobs)
+	}
+	a.must(&RemoveDomain{Name: "example.test"})
+}
+
+func TestReplayedEntriesAreSkippedAndSnapshotsRestore(t *testing.T) {
+	ctx := context.Background()
+	s, a := newStore(t)
+	a.must(&AddDomain{Name: "example.test"})
+	data, _ := Encode(&AddDomain{Name: "two.test"})
+	// Index 1 again: already applied, must be skipped.
+	res, err := s.Apply(ctx, []Entry{{Index: 1, Data: data}})
+	if err != nil || res[0].Err != nil || res[0].Value != nil {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	snap := filepath.Join(t.TempDir(), "snap.db")
+	if err := s.Snapshot(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	a.must(&AddDomain{Name: "three.test"})
+	if err := s.Restore(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := s.Domains(ctx)
+	if len(ds) != 1 || ds[0].Name != "example.test" {
+		t.Fatalf("after restore: %+v", ds)
+	}
+	if idx, _ := s.AppliedIndex(ctx); idx != 1 {
+		t.Fatalf("applied index after restore = %d", idx)
+	}
+}
+
+func TestCommandsSurviveEncoding(t *testing.T) {
+	in := &Deliver{Targets: []Target{{MailboxID: 7, Folder: "Sent", Flags: []string{`\Seen`}}}, InternalDate: 9, Data: []byte("hello\x00world")}
+	b, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := out.(*Deliver)
+	if string(d.Data) != string(in.Data) || d.Targets[0].Folder != "Sent" || d.InternalDate != 9 {
+		t.Fatalf("round trip: %+v", d)
+	}
+	for _, bad := range [][]byte{nil, {0xff}, {3, 'a'}, {1, 'x', 0}} {
+		if _, err := Decode(bad); err == nil {
+			t.Fatalf("Decode(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, c := range []Command{&AddDomain{Name: "a.test"}, &Deliver{Data: []byte("x")}, &StoreFlags{UIDs: []uint32{1, 2}}} {
+		b, _ := Encode(c)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Decode(b)
+		if err != nil {
+			return
+		}
+		if _, err := Encode(c); err != nil {
+			t.Fatalf("decoded command does not encode: %v", err)
+		}
+	})
+}
