@@ -678,6 +678,9 @@ type Copy struct {
 	UIDs         []uint32 `json:"uids"`
 	ToFolderID   int64    `json:"to_folder_id"`
 	Move         bool     `json:"move"`
+	// EnforceQuota refuses a copy (not a move) that would take the mailbox
+	// over its quota.
+	EnforceQuota bool `json:"enforce_quota,omitempty"`
 }
 
 // Op implements Command.
@@ -701,6 +704,20 @@ func (c *Copy) apply(t *txn) (any, error) {
 	}
 	if from.MailboxID != to.MailboxID {
 		return nil, refuse(ErrInvalid, "copy between mailboxes")
+	}
+	if c.EnforceQuota && !c.Move {
+		var quota, used, add int64
+		if err := t.row("SELECT quota_bytes, used_bytes FROM mailboxes WHERE id=?", to.MailboxID).Scan(&quota, &used); err != nil {
+			return nil, err
+		}
+		list, _ := json.Marshal(sortedUIDs(c.UIDs))
+		if err := t.row(`SELECT coalesce(sum(size),0) FROM messages WHERE folder_id=?
+			AND uid IN (SELECT value FROM json_each(?))`, from.ID, string(list)).Scan(&add); err != nil {
+			return nil, err
+		}
+		if quota > 0 && used+add > quota {
+			return nil, refuse(ErrOverQuota, "mailbox is over its quota")
+		}
 	}
 	res := &CopyResult{UIDValidity: to.UIDValidity}
 	var freed int64 // bytes the originals of a move held

@@ -1,0 +1,417 @@
+package imapd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"sigillo/appliance/accounts"
+	"sigillo/appliance/authlimit"
+	"sigillo/appliance/passwd"
+	"sigillo/storage"
+)
+
+// testProposer applies commands to the store directly, one log index after
+// the other, as the raft FSM would. With fail set it refuses everything the
+// way a node without quorum does.
+type testProposer struct {
+	store *storage.Store
+	fail  atomic.Bool
+
+	mu    sync.Mutex
+	index uint64
+}
+
+var errNoQuorum = errors.New("raft: no quorum (test)")
+
+func (p *testProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+	if p.fail.Load() {
+		return nil, errNoQuorum
+	}
+	data, err := storage.Encode(cmd)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.index++
+	res, err := p.store.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Value, res[0].Err
+}
+
+// env is a running server with one account.
+type env struct {
+	t        *testing.T
+	store    *storage.Store
+	proposer *testProposer
+	srv      *Server
+	plain    string // host:port without TLS (STARTTLS)
+	tls      string // host:port with implicit TLS
+	caFile   string
+	caPool   *x509.CertPool
+	user     string
+	pass     string
+	mailbox  int64
+	logs     *syncBuffer
+}
+
+const testMaxMessage = 1 << 20
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := storage.Open(filepath.Join(dir, "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	e := &env{t: t, store: store, proposer: &testProposer{store: store}, user: "alice@example.test", pass: "correct horse", logs: &syncBuffer{}}
+	e.must(&storage.AddDomain{Name: "example.test", At: 1})
+	e.mailbox = e.addMailbox(e.user, e.pass, 0)
+
+	serverConf, pool, caPEM := testCerts(t)
+	e.caPool = pool
+	e.caFile = filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(e.caFile, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	e.srv = &Server{
+		Store:    store,
+		Proposer: e.proposer,
+		Auth: &accounts.Authenticator{Store: store,
+			Limiter: authlimit.New(time.Now, 10*time.Millisecond, 50*time.Millisecond, time.Minute)},
+		TLSConfig:       serverConf,
+		Logger:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		MaxMessageBytes: testMaxMessage,
+		Now:             func() time.Time { return time.Date(2024, 3, 5, 10, 20, 30, 0, time.UTC) },
+	}
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	implicit, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.plain, e.tls = plain.Addr().String(), implicit.Addr().String()
+	served := make(chan error, 2)
+	go func() { served <- e.srv.Serve(plain, false) }()
+	go func() { served <- e.srv.Serve(implicit, true) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		for i := 0; i < 2; i++ {
+			if err := <-served; err != nil {
+				t.Errorf("serve returned %v after shutdown", err)
+			}
+		}
+		// imapserver logs the panics it recovers from at error level:
+		// there must be none, whatever the clients sent.
+		if logs := e.logs.String(); strings.Contains(logs, "level=ERROR") {
+			t.Errorf("the server logged errors")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+func (e *env) must(c storage.Command) any {
+	e.t.Helper()
+	v, err := e.proposer.Apply(context.Background(), c)
+	if err != nil {
+		e.t.Fatalf("%s: %v", c.Op(), err)
+	}
+	return v
+}
+
+func (e *env) addMailbox(addr, pass string, quota int64) int64 {
+	e.t.Helper()
+	hash, err := passwd.Hash(pass, passwd.Params{Memory: 64, Time: 1, Threads: 1})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.must(&storage.AddMailbox{Address: addr, PasswordHash: hash, QuotaBytes: quota, At: 1000}).(int64)
+}
+
+// deliver stores data in a folder of the account the way SMTP does.
+func (e *env) deliver(folder string, data []byte) storage.Placement {
+	e.t.Helper()
+	r := e.must(&storage.Deliver{
+		Targets:      []storage.Target{{MailboxID: e.mailbox, Folder: folder}},
+		InternalDate: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC).Unix(),
+		Data:         data,
+	}).(*storage.DeliverResult)
+	return r.Placed[0]
+}
+
+func (e *env) folder(name string) storage.Folder {
+	e.t.Helper()
+	f, err := e.store.FolderByName(context.Background(), e.mailbox, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return f
+}
+
+func (e *env) messages(name string) []storage.Message {
+	e.t.Helper()
+	msgs, err := e.store.Messages(context.Background(), e.folder(name).ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return msgs
+}
+
+// client logs in over implicit TLS with go-imap's client.
+func (e *env) client(h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	e.t.Helper()
+	c, err := imapclient.DialTLS(e.tls, &imapclient.Options{
+		TLSConfig:             &tls.Config{RootCAs: e.caPool, ServerName: "localhost"},
+		UnilateralDataHandler: h,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	if err := c.Login(e.user, e.pass).Wait(); err != nil {
+		e.t.Fatalf("login: %v", err)
+	}
+	return c
+}
+
+// testCerts makes a CA and a certificate for localhost/127.0.0.1 signed by it.
+func testCerts(t *testing.T) (*tls.Config, *x509.CertPool, []byte) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "sigillo test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	conf := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+	return conf, pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// python finds python3, or fails the test under CI and skips it elsewhere.
+func python(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("python3 is needed for the imaplib interoperability tests: %v", err)
+		}
+		t.Skipf("!!! SKIPPING: python3 not found (%v): the imaplib interoperability tests did not run !!!", err)
+	}
+	return p
+}
+
+// runPython runs script with the environment of e. onLine, if set, sees each
+// line the script prints as it prints it (the script flushes). The script
+// must print "PASS" last.
+func (e *env) runPython(script string, onLine func(line string)) string {
+	e.t.Helper()
+	py := python(e.t)
+	path := filepath.Join(e.t.TempDir(), "client.py")
+	if err := os.WriteFile(path, []byte(pythonPrelude+script), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "-u", path)
+	host, tlsPort, _ := net.SplitHostPort(e.tls)
+	_, plainPort, _ := net.SplitHostPort(e.plain)
+	cmd.Env = append(os.Environ(),
+		"IMAP_HOST="+host, "IMAPS_PORT="+tlsPort, "IMAP_PORT="+plainPort,
+		"CAFILE="+e.caFile, "IMAP_USER="+e.user, "IMAP_PASS="+e.pass,
+		fmt.Sprintf("MAX_MESSAGE=%d", testMaxMessage))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	var out strings.Builder
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		out.WriteString(line + "\n")
+		if onLine != nil {
+			onLine(line)
+		}
+	}
+	io.Copy(io.Discard, stdout)
+	err = cmd.Wait()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(out.String()), "PASS") {
+		e.t.Fatalf("python client failed: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), stderr.String())
+	}
+	e.t.Logf("python client output:\n%s", out.String())
+	return out.String()
+}
+
+// pythonPrelude is shared by the imaplib scripts.
+const pythonPrelude = `
+import imaplib, os, re, socket, ssl, sys, time
+from datetime import datetime, timezone
+
+HOST = os.environ["IMAP_HOST"]
+IMAPS_PORT = int(os.environ["IMAPS_PORT"])
+IMAP_PORT = int(os.environ["IMAP_PORT"])
+USER = os.environ["IMAP_USER"]
+PASS = os.environ["IMAP_PASS"]
+CTX = ssl.create_default_context(cafile=os.environ["CAFILE"])
+
+def connect():
+    return imaplib.IMAP4_SSL(HOST, IMAPS_PORT, ssl_context=CTX, timeout=10)
+
+def login():
+    m = connect()
+    m.login(USER, PASS)
+    return m
+
+def ok(resp, what):
+    typ, data = resp
+    assert typ == "OK", (what, typ, data)
+    return data
+
+def no(resp, code, what):
+    typ, data = resp
+    assert typ == "NO", (what, typ, data)
+    text = b" ".join(d for d in data if isinstance(d, bytes)).decode()
+    assert "[" + code + "]" in text, (what, code, text)
+
+def refused(f, what):
+    try:
+        typ, data = f()
+    except imaplib.IMAP4.error:
+        return  # BAD
+    assert typ != "OK", (what, typ, data)
+
+def names(lines):
+    """LIST/LSUB response lines -> mailbox names."""
+    out = []
+    for l in lines:
+        if l is None:
+            continue
+        if isinstance(l, bytes):
+            l = l.decode()
+        out.append(re.sub(r'^\(.*?\) (NIL|"[^"]*") ', "", l).strip('"'))
+    return out
+
+def fetch_parts(data):
+    """imaplib FETCH data -> list of (header bytes, literal bytes or None)."""
+    out = []
+    for d in data:
+        if isinstance(d, tuple):
+            out.append((d[0], d[1]))
+        elif d not in (b")", None):
+            out.append((d, None))
+    return out
+
+MSG = (b"From: Bob <bob@example.org>\r\n"
+       b"To: Alice <alice@example.test>\r\n"
+       b"Subject: Hello there\r\n"
+       b"Date: Tue, 05 Mar 2024 09:00:00 +0000\r\n"
+       b"Message-ID: <m1@example.org>\r\n"
+       b"X-Custom: needle-in-header\r\n"
+       b"MIME-Version: 1.0\r\n"
+       b"Content-Type: multipart/alternative; boundary=\"BB\"\r\n"
+       b"\r\n"
+       b"preamble\r\n"
+       b"--BB\r\n"
+       b"Content-Type: text/plain; charset=utf-8\r\n"
+       b"\r\n"
+       b"plain text with a unique-word inside\r\n"
+       b"--BB\r\n"
+       b"Content-Type: text/html; charset=utf-8\r\n"
+       b"\r\n"
+       b"<p>html text</p>\r\n"
+       b"--BB--\r\n")
+`
