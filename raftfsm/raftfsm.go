@@ -60,6 +60,7 @@ type Node struct {
 	transport raft.Transport
 	logger    *slog.Logger
 	timeout   time.Duration
+	stopped   chan struct{} // closed by Close
 	closeOnce sync.Once
 }
 
@@ -144,7 +145,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		logStore.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	n := &Node{raft: r, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout}
+	n := &Node{raft: r, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
 	if err := n.waitReady(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -191,15 +192,30 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	f := n.raft.Apply(data, n.timeoutFor(ctx))
+	select {
+	case <-n.stopped:
+		return nil, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
+	default:
+	}
+	wait := n.timeoutFor(ctx)
+	f := n.raft.Apply(data, wait)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case err = <-done:
+	case <-n.stopped:
+		// raft may have queued the entry just as it shut down; its future
+		// then never resolves, so do not wait for it.
+		return nil, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
+	case <-timer.C:
+		return nil, fmt.Errorf("%w: %s: not committed within %v", ErrUnavailable, cmd.Op(), wait)
 	case <-ctx.Done():
 		// The entry may still commit; the caller reports a temporary
 		// failure and its retry is the client's (SMTP and IMAP are
-		// at-least-once here). The goroutine ends when the future does.
+		// at-least-once here). The goroutine ends when the future does,
+		// or stays parked on a future that raft dropped at shutdown.
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cmd.Op(), ctx.Err())
 	}
 	if err != nil {
@@ -243,6 +259,7 @@ func (n *Node) Snapshot() error {
 func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
+		close(n.stopped)
 		close(n.fsm.stop)
 		if e := n.raft.Shutdown().Error(); e != nil {
 			err = fmt.Errorf("raft shutdown: %w", e)

@@ -1,0 +1,32 @@
+# Sigillo: `make run` starts the embedded default, `make test` runs every test.
+GO ?= go
+BIN := bin/sigillo
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X sigillo/appliance.Version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: build run test check bench fuzz clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
+
+run: build
+	./$(BIN) serve
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+test: check
+	$(GO) test -race -timeout 15m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench Appliance -benchtime 1x -timeout 20m .
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./storage/
+	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/pop3d/
+
+clean:
+	rm -rf bin

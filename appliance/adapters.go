@@ -1,0 +1,245 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigillo/appliance/accounts"
+	"sigillo/appliance/control"
+	"sigillo/appliance/passwd"
+	"sigillo/appliance/pop3d"
+	"sigillo/appliance/tlsmgr"
+	"sigillo/raftfsm"
+	"sigillo/storage"
+)
+
+// controlHandler answers the command line.
+type controlHandler struct {
+	store    *storage.Store
+	proposer *raftfsm.Node
+	ca       *tlsmgr.LocalCA
+}
+
+// DomainInfo and MailboxInfo are what list commands print.
+type DomainInfo struct {
+	Name      string    `json:"name"`
+	Mailboxes int       `json:"mailboxes"`
+	Created   time.Time `json:"created"`
+}
+
+// MailboxInfo describes one mailbox for `sigillo mailbox list`.
+type MailboxInfo struct {
+	Address    string `json:"address"`
+	QuotaBytes int64  `json:"quota_bytes"`
+	UsedBytes  int64  `json:"used_bytes"`
+}
+
+func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, error) {
+	arg := func(k string) string { return req.Args[k] }
+	switch req.Op {
+	case "domain.add":
+		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: time.Now().Unix()})
+		return nil, err
+	case "domain.remove":
+		_, err := h.proposer.Apply(ctx, &storage.RemoveDomain{Name: arg("name")})
+		return nil, err
+	case "domain.list":
+		ds, err := h.store.Domains(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := []DomainInfo{}
+		for _, d := range ds {
+			out = append(out, DomainInfo{Name: d.Name, Mailboxes: d.Mailboxes, Created: d.CreatedAt})
+		}
+		return out, nil
+	case "mailbox.add":
+		pw, err := checkPassword(arg("password"))
+		if err != nil {
+			return nil, err
+		}
+		quota := int64(1 << 30)
+		if q := arg("quota"); q != "" {
+			if quota, err = parseBytes(q); err != nil {
+				return nil, err
+			}
+		}
+		hash, err := passwd.Hash(pw, passwd.Default)
+		if err != nil {
+			return nil, err
+		}
+		_, err = h.proposer.Apply(ctx, &storage.AddMailbox{Address: arg("address"), PasswordHash: hash, QuotaBytes: quota, At: time.Now().Unix()})
+		return nil, err
+	case "mailbox.passwd":
+		pw, err := checkPassword(arg("password"))
+		if err != nil {
+			return nil, err
+		}
+		hash, err := passwd.Hash(pw, passwd.Default)
+		if err != nil {
+			return nil, err
+		}
+		_, err = h.proposer.Apply(ctx, &storage.SetPassword{Address: arg("address"), PasswordHash: hash})
+		return nil, err
+	case "mailbox.remove":
+		_, err := h.proposer.Apply(ctx, &storage.RemoveMailbox{Address: arg("address")})
+		return nil, err
+	case "mailbox.list":
+		mbs, err := h.store.Mailboxes(ctx, arg("domain"))
+		if err != nil {
+			return nil, err
+		}
+		out := []MailboxInfo{}
+		for _, m := range mbs {
+			out = append(out, MailboxInfo{Address: m.Address, QuotaBytes: m.QuotaBytes, UsedBytes: m.UsedBytes})
+		}
+		return out, nil
+	case "queue.list":
+		items, err := h.store.QueueItems(ctx, time.Time{})
+		if err != nil {
+			return nil, err
+		}
+		out := []QueueInfo{}
+		for _, it := range items {
+			out = append(out, QueueInfo{ID: it.ID, Sender: it.Sender, Recipients: it.Recipients, Size: it.Size,
+				Created: it.CreatedAt, NextAttempt: it.NextAttempt, Attempts: it.Attempts, LastError: it.LastError})
+		}
+		return out, nil
+	case "ca.export":
+		return string(h.ca.RootPEM()), nil
+	case "status":
+		idx, err := h.store.AppliedIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"version": Version, "leader": h.proposer.IsLeader(), "applied_index": idx}, nil
+	}
+	return nil, fmt.Errorf("unknown request %q", req.Op)
+}
+
+func checkPassword(pw string) (string, error) {
+	pw = strings.TrimRight(pw, "\r\n")
+	if len(pw) < 8 {
+		return "", errors.New("password too short: use at least 8 characters")
+	}
+	if len(pw) > 1024 {
+		return "", errors.New("password too long")
+	}
+	return pw, nil
+}
+
+// parseBytes reads "1073741824", "500M", "2G".
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("quota %q: use a byte count like 1073741824, 500M or 2G (0: unlimited)", s)
+	}
+	return n * mult, nil
+}
+
+// QueueInfo describes one outbound message for `sigillo queue list`.
+type QueueInfo struct {
+	ID          string    `json:"id"`
+	Sender      string    `json:"sender"`
+	Recipients  []string  `json:"recipients"`
+	Size        int64     `json:"size"`
+	Created     time.Time `json:"created"`
+	NextAttempt time.Time `json:"next_attempt"`
+	Attempts    int       `json:"attempts"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// pop3Backend serves a mailbox's INBOX to POP3 sessions.
+type pop3Backend struct {
+	store    *storage.Store
+	proposer *raftfsm.Node
+	auth     *accounts.Authenticator // without limiter: pop3d applies it
+}
+
+func (b pop3Backend) Login(ctx context.Context, username, password string) (pop3d.Maildrop, error) {
+	mb, err := b.auth.Login(ctx, username, password, nil)
+	if errors.Is(err, accounts.ErrAuthFailed) {
+		return nil, pop3d.ErrAuthFailed
+	}
+	if err != nil {
+		return nil, err
+	}
+	inbox, err := b.store.FolderByName(ctx, mb.ID, "INBOX")
+	if err != nil {
+		return nil, err
+	}
+	return &maildrop{b: b, folder: inbox}, nil
+}
+
+type maildrop struct {
+	b      pop3Backend
+	folder storage.Folder
+	shaOf  map[string]string
+}
+
+// The POP3 unique id is UIDVALIDITY.UID, stable across sessions, so a
+// client that leaves mail on the server never downloads it twice.
+func (m *maildrop) uidl(uid uint32) string {
+	return fmt.Sprintf("%d.%d", m.folder.UIDValidity, uid)
+}
+
+func (m *maildrop) Messages(ctx context.Context) ([]pop3d.Message, error) {
+	msgs, err := m.b.store.Messages(ctx, m.folder.ID)
+	if err != nil {
+		return nil, err
+	}
+	m.shaOf = map[string]string{}
+	out := make([]pop3d.Message, 0, len(msgs))
+	for _, msg := range msgs {
+		id := m.uidl(msg.UID)
+		m.shaOf[id] = msg.SHA256
+		out = append(out, pop3d.Message{UID: id, Size: msg.Size})
+	}
+	return out, nil
+}
+
+func (m *maildrop) Open(ctx context.Context, uid string) (io.ReadCloser, error) {
+	sha, ok := m.shaOf[uid]
+	if !ok {
+		return nil, pop3d.ErrNoSuchMessage
+	}
+	data, err := m.b.store.Content(ctx, sha)
+	if storage.IsCode(err, storage.ErrNotFound) {
+		return nil, pop3d.ErrNoSuchMessage
+	}
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(bytes.NewReader(data)), nil
+}
+
+func (m *maildrop) Delete(ctx context.Context, uids []string) error {
+	var list []uint32
+	for _, id := range uids {
+		_, u, ok := strings.Cut(id, ".")
+		n, err := strconv.ParseUint(u, 10, 32)
+		if !ok || err != nil {
+			return fmt.Errorf("bad message id %q", id)
+		}
+		list = append(list, uint32(n))
+	}
+	_, err := m.b.proposer.Apply(ctx, &storage.Expunge{FolderID: m.folder.ID, UIDs: list})
+	return err
+}
+
+func (m *maildrop) Close() error { return nil }

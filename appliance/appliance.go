@@ -1,0 +1,349 @@
+// Package appliance is the Sigillo server process: it opens the store and
+// the raft node, makes the certificates, starts every listener and the
+// leader-only jobs, answers the command line on the control socket, and
+// stops it all in order. It wires the front ends together; it holds no
+// protocol or storage logic of its own.
+package appliance
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"sigillo/admin"
+	"sigillo/appliance/accounts"
+	"sigillo/appliance/authlimit"
+	"sigillo/appliance/config"
+	"sigillo/appliance/control"
+	"sigillo/appliance/imapd"
+	"sigillo/appliance/pop3d"
+	"sigillo/appliance/queue"
+	"sigillo/appliance/smtpd"
+	"sigillo/appliance/tlsmgr"
+	"sigillo/raftfsm"
+	"sigillo/storage"
+)
+
+// Version is set at build time with -ldflags "-X sigillo/appliance.Version=...".
+var Version = "dev"
+
+// Options are what the process takes besides the configuration: the clock
+// and the resolver, which tests replace.
+type Options struct {
+	Logger   *slog.Logger
+	Now      func() time.Time
+	Resolver queue.Resolver
+	// Ready, if set, is called once every listener is up, with their
+	// actual addresses (by config name).
+	Ready func(addrs map[string]string)
+	// Out receives the start-up banner (where it listens, how to begin).
+	Out io.Writer
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg config.Config, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Resolver == nil {
+		opts.Resolver = net.DefaultResolver
+	}
+	log := opts.Logger
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	store, err := storage.Open(filepath.Join(cfg.DataDir, "sigillo.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	openCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	node, err := raftfsm.Open(openCtx, raftfsm.Config{Dir: filepath.Join(cfg.DataDir, "raft"), Logger: log}, store)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+
+	ca, err := tlsmgr.NewLocalCA(ctx, cfg.Hostname, store, node, opts.Now)
+	if err != nil {
+		return err
+	}
+	tlsConf := tlsmgr.ServerConfig(ca)
+
+	limiter := authlimit.Default()
+	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
+
+	runner := &queue.Runner{
+		Hostname: cfg.Hostname,
+		Store:    store,
+		Proposer: node,
+		Resolver: opts.Resolver,
+		Routes:   cfg.Routes,
+		Now:      opts.Now,
+		Logger:   log.With("component", "queue"),
+	}
+	smtpServer := &smtpd.Server{
+		Hostname:        cfg.Hostname,
+		Store:           store,
+		Proposer:        node,
+		Auth:            auth,
+		TLSConfig:       tlsConf,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		Logger:          log.With("component", "smtp"),
+		Now:             opts.Now,
+		Enqueued:        runner.Kick,
+	}
+	imapServer := &imapd.Server{
+		Store:           store,
+		Proposer:        node,
+		Auth:            auth,
+		TLSConfig:       tlsConf,
+		Logger:          log.With("component", "imap"),
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		Now:             opts.Now,
+	}
+	pop3Server := &pop3d.Server{
+		Backend:   pop3Backend{store: store, proposer: node, auth: &accounts.Authenticator{Store: store}},
+		TLSConfig: tlsConf,
+		Limiter:   limiter,
+		Hostname:  cfg.Hostname,
+		Logger:    log.With("component", "pop3"),
+	}
+	adminServer := &http.Server{
+		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version}),
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ctl := &control.Server{
+		Handler: (&controlHandler{store: store, proposer: node, ca: ca}).handle,
+		Logger:  log.With("component", "control"),
+	}
+
+	// Listeners. Each is opened before anything is served, so a port in
+	// use is one clear error at start.
+	type listener struct {
+		name  string
+		ln    net.Listener
+		serve func(net.Listener) error
+	}
+	serveTLS := func(serve func(net.Listener) error) func(net.Listener) error {
+		return func(ln net.Listener) error { return serve(tls.NewListener(ln, tlsConf)) }
+	}
+	plan := []struct {
+		name, addr string
+		serve      func(net.Listener) error
+	}{
+		{"smtp", cfg.Listen.SMTP, func(ln net.Listener) error { return smtpServer.Serve(ln, smtpd.Inbound) }},
+		{"submission", cfg.Listen.Submission, func(ln net.Listener) error { return smtpServer.Serve(ln, smtpd.Submission) }},
+		{"submissions", cfg.Listen.Submissions, serveTLS(func(ln net.Listener) error { return smtpServer.Serve(ln, smtpd.Submissions) })},
+		{"imap", cfg.Listen.IMAP, func(ln net.Listener) error { return imapServer.Serve(ln, false) }},
+		{"imaps", cfg.Listen.IMAPS, serveTLS(func(ln net.Listener) error { return imapServer.Serve(ln, true) })},
+		{"pop3", cfg.Listen.POP3, func(ln net.Listener) error { return pop3Server.Serve(ln, false) }},
+		{"pop3s", cfg.Listen.POP3S, serveTLS(func(ln net.Listener) error { return pop3Server.Serve(ln, true) })},
+		{"https", cfg.Listen.HTTPS, func(ln net.Listener) error {
+			err := adminServer.ServeTLS(ln, "", "")
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		}},
+	}
+	var listeners []listener
+	closeAll := func() {
+		for _, l := range listeners {
+			l.ln.Close()
+		}
+	}
+	for _, p := range plan {
+		if p.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen %s on %s: %w", p.name, p.addr, err)
+		}
+		listeners = append(listeners, listener{p.name, ln, p.serve})
+	}
+	ctlLn, err := control.Listen(cfg.ControlSocket())
+	if err != nil {
+		closeAll()
+		return err
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(listeners)+2)
+	for _, l := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.serve(l.ln); err != nil {
+				errc <- fmt.Errorf("%s: %w", l.name, err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := ctl.Serve(ctlLn); err != nil {
+			errc <- err
+		}
+	}()
+
+	// Leader-only jobs: the outbound queue and certificate renewal. One
+	// node is always its own leader; in a cluster they follow leadership.
+	jobsCtx, stopJobs := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runLeaderJobs(jobsCtx, node, log, func(ctx context.Context) {
+			var jobs sync.WaitGroup
+			jobs.Add(2)
+			go func() {
+				defer jobs.Done()
+				if err := runner.Run(ctx); err != nil && ctx.Err() == nil {
+					log.Error("queue runner stopped", "err", err)
+				}
+			}()
+			go func() {
+				defer jobs.Done()
+				renewCertificates(ctx, ca, log)
+			}()
+			jobs.Wait()
+		})
+	}()
+
+	addrs := map[string]string{}
+	for _, l := range listeners {
+		addrs[l.name] = l.ln.Addr().String()
+	}
+	log.Info("sigillo is serving", "version", Version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
+	if opts.Out != nil {
+		printBanner(opts.Out, cfg, addrs)
+	}
+	if opts.Ready != nil {
+		opts.Ready(addrs)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		log.Error("a listener failed; stopping", "err", runErr)
+	}
+
+	// Shut down: stop taking new work, let sessions finish, then stop the
+	// jobs, raft (deferred) and the store (deferred).
+	log.Info("shutting down")
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancelShut()
+	stopJobs()
+	var sw sync.WaitGroup
+	for _, stop := range []func(context.Context) error{
+		smtpServer.Shutdown, imapServer.Shutdown, pop3Server.Shutdown, adminServer.Shutdown, ctl.Shutdown,
+	} {
+		sw.Add(1)
+		go func() {
+			defer sw.Done()
+			if err := stop(shutCtx); err != nil {
+				log.Warn("shutdown", "err", err)
+			}
+		}()
+	}
+	sw.Wait()
+	closeAll()
+	wg.Wait()
+	os.Remove(cfg.ControlSocket())
+	return runErr
+}
+
+// runLeaderJobs runs jobs while this node leads, cancelling them when it
+// stops leading or ctx ends.
+func runLeaderJobs(ctx context.Context, node *raftfsm.Node, log *slog.Logger, jobs func(context.Context)) {
+	var stop context.CancelFunc
+	done := make(chan struct{})
+	start := func() {
+		var jctx context.Context
+		jctx, stop = context.WithCancel(ctx)
+		done = make(chan struct{})
+		go func() {
+			defer close(done)
+			jobs(jctx)
+		}()
+	}
+	halt := func() {
+		if stop != nil {
+			stop()
+			<-done
+			stop = nil
+		}
+	}
+	defer halt()
+	if node.IsLeader() {
+		start()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader := <-node.LeaderCh():
+			if leader && stop == nil {
+				log.Info("became leader: starting leader-only jobs")
+				start()
+			} else if !leader {
+				log.Info("lost leadership: stopping leader-only jobs")
+				halt()
+			}
+		}
+	}
+}
+
+func renewCertificates(ctx context.Context, ca *tlsmgr.LocalCA, log *slog.Logger) {
+	t := time.NewTicker(12 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := ca.Refresh(ctx); err != nil {
+				log.Error("certificate renewal failed", "err", err)
+			}
+		}
+	}
+}
+
+func printBanner(w io.Writer, cfg config.Config, addrs map[string]string) {
+	names := make([]string, 0, len(addrs))
+	for n := range addrs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(w, "Sigillo %s serving %s (data in %s)\n", Version, cfg.Hostname, cfg.DataDir)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, addrs[n])
+	}
+	fmt.Fprintf(w, `
+Add a first mailbox (from another terminal, with the same --config):
+  sigillo domain add example.test
+  echo 'a long password' | sigillo mailbox add alice@example.test --password-stdin
+Trust the local CA in your mail client:
+  sigillo ca export > sigillo-ca.pem
+`)
+}

@@ -1,0 +1,377 @@
+package queue_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"log/slog"
+	"math/big"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"sigillo/appliance/accounts"
+	"sigillo/appliance/passwd"
+	"sigillo/appliance/queue"
+	"sigillo/appliance/smtpd"
+	"sigillo/storage"
+)
+
+// testProposer applies commands straight to the store, one log index after
+// the other, as the raft FSM does; with fail set it fails like an
+// unavailable raft, applying nothing.
+type testProposer struct {
+	mu    sync.Mutex
+	store *storage.Store
+	index uint64
+	fail  atomic.Pointer[error]
+}
+
+func (p *testProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+	if e := p.fail.Load(); e != nil {
+		return nil, *e
+	}
+	data, err := storage.Encode(cmd)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.index++
+	res, err := p.store.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Value, res[0].Err
+}
+
+func (p *testProposer) setFail(err error) {
+	if err == nil {
+		p.fail.Store(nil)
+		return
+	}
+	p.fail.Store(&err)
+}
+
+func (p *testProposer) must(t *testing.T, cmd storage.Command) any {
+	t.Helper()
+	v, err := p.Apply(context.Background(), cmd)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd.Op(), err)
+	}
+	return v
+}
+
+// clock is the injected time, moved by the tests.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type testPKI struct {
+	cert tls.Certificate
+	pool *x509.CertPool
+}
+
+func newTestPKI(t testing.TB) *testPKI {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "queue test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return &testPKI{cert: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}, pool: pool}
+}
+
+// logBuf collects log output for assertions, and echoes it to t.Log.
+type logBuf struct {
+	t  testing.TB
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.b.Write(p)
+	l.mu.Unlock()
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newLogger(t testing.TB, name string) (*slog.Logger, *logBuf) {
+	lb := &logBuf{t: t}
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", name), lb
+}
+
+const password = "a long enough password"
+
+// host is one mail server: a store hosting some domains and an smtpd
+// serving inbound (25) and submissions (465) on 127.0.0.1.
+type host struct {
+	t       *testing.T
+	name    string
+	store   *storage.Store
+	prop    *testProposer
+	srv     *smtpd.Server
+	inbound string
+	subs    string
+	mbox    map[string]int64
+}
+
+func newHost(t *testing.T, name string, pki *testPKI, clk *clock, tlsConf *tls.Config, enqueued func(), domains []string, mailboxes ...string) *host {
+	t.Helper()
+	store, err := storage.Open(filepath.Join(t.TempDir(), name+".sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	h := &host{t: t, name: name, store: store, prop: &testProposer{store: store}, mbox: map[string]int64{}}
+	for _, d := range domains {
+		h.prop.must(t, &storage.AddDomain{Name: d, At: 1})
+	}
+	hash, err := passwd.Hash(password, passwd.Params{Memory: 64, Time: 1, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range mailboxes {
+		h.mbox[a] = h.prop.must(t, &storage.AddMailbox{Address: a, PasswordHash: hash, At: 1}).(int64)
+	}
+	if tlsConf == nil {
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{pki.cert}, MinVersion: tls.VersionTLS12}
+	}
+	log, _ := newLogger(t, name)
+	h.srv = &smtpd.Server{
+		Hostname: name, Store: store, Proposer: h.prop, Auth: &accounts.Authenticator{Store: store},
+		TLSConfig: tlsConf, Logger: log.With("component", "smtpd"), Now: clk.Now, Enqueued: enqueued,
+	}
+	serveErr := make(chan error, 2)
+	listen := func(mode smtpd.Mode) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { serveErr <- h.srv.Serve(ln, mode) }()
+		return ln.Addr().String()
+	}
+	h.inbound, h.subs = listen(smtpd.Inbound), listen(smtpd.Submissions)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.srv.Shutdown(ctx); err != nil {
+			t.Errorf("%s: shutdown: %v", name, err)
+		}
+		for range 2 {
+			if err := <-serveErr; err != nil {
+				t.Errorf("%s: serve: %v", name, err)
+			}
+		}
+	})
+	return h
+}
+
+// submit sends a message through the host's port 465 as user, with go-smtp's
+// client.
+func (h *host) submit(pki *testPKI, user string, to []string, body string) {
+	h.t.Helper()
+	c, err := smtp.DialTLS(h.subs, &tls.Config{RootCAs: pki.pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := c.Auth(sasl.NewPlainClient("", user, password)); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := c.SendMail(user, to, strings.NewReader(body)); err != nil {
+		h.t.Fatalf("submit: %v", err)
+	}
+	c.Quit()
+}
+
+func (h *host) inbox(addr string) []string {
+	h.t.Helper()
+	ctx := context.Background()
+	f, err := h.store.FolderByName(ctx, h.mbox[addr], "INBOX")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	msgs, err := h.store.Messages(ctx, f.ID)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, m := range msgs {
+		b, err := h.store.Content(ctx, m.SHA256)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+func (h *host) queue() []storage.QueueItem {
+	h.t.Helper()
+	items, err := h.store.QueueItems(context.Background(), time.Time{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return items
+}
+
+// staticResolver answers MX and address lookups from maps; a missing name
+// is "not found".
+type staticResolver struct {
+	mx    map[string][]*net.MX
+	hosts map[string][]string
+}
+
+func notFound(name string) error {
+	return &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
+func (r staticResolver) LookupMX(ctx context.Context, domain string) ([]*net.MX, error) {
+	if mx, ok := r.mx[domain]; ok {
+		return mx, nil
+	}
+	return nil, notFound(domain)
+}
+
+func (r staticResolver) LookupHost(ctx context.Context, host string) ([]string, error) {
+	if a, ok := r.hosts[host]; ok {
+		return a, nil
+	}
+	return nil, notFound(host)
+}
+
+// world is two hosts, A (a.test) and B (b.test), and A's queue runner.
+type world struct {
+	t      *testing.T
+	pki    *testPKI
+	clock  *clock
+	a, b   *host
+	runner *queue.Runner
+	log    *logBuf
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type option func(w *world)
+
+func newWorld(t *testing.T, opts ...option) *world {
+	t.Helper()
+	w := &world{t: t, pki: newTestPKI(t), clock: &clock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	log, lb := newLogger(t, "mx.a.test")
+	w.log = lb
+	w.runner = &queue.Runner{
+		Hostname:  "mx.a.test",
+		Resolver:  staticResolver{},
+		TLSConfig: &tls.Config{RootCAs: w.pki.pool},
+		Now:       w.clock.Now,
+		Logger:    log.With("component", "queue"),
+		Workers:   2,
+		Timeout:   20 * time.Second,
+	}
+	w.a = newHost(t, "mx.a.test", w.pki, w.clock, nil, w.runner.Kick, []string{"a.test"}, "alice@a.test", "carol@a.test")
+	w.b = newHost(t, "mx.b.test", w.pki, w.clock, nil, nil, []string{"b.test", "nomx.test"}, "bob@b.test", "dave@nomx.test")
+	w.runner.Store, w.runner.Proposer = w.a.store, w.a.prop
+	w.runner.Routes = map[string]string{"b.test": w.b.inbound}
+	for _, o := range opts {
+		o(w)
+	}
+	return w
+}
+
+// start runs A's queue runner until the test ends.
+func (w *world) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	w.done = make(chan error, 1)
+	go func() { w.done <- w.runner.Run(ctx) }()
+	w.t.Cleanup(w.stop)
+}
+
+func (w *world) stop() {
+	if w.cancel == nil {
+		return
+	}
+	w.cancel()
+	w.cancel = nil
+	select {
+	case err := <-w.done:
+		if err != nil {
+			w.t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		w.t.Errorf("Run did not return after its context ended")
+	}
+}
+
+// eventually waits for cond, failing the test after a while.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func testMessage(subject string) string {
+	return "From: alice@a.test\r\nTo: bob@b.test\r\nSubject: " + subject + "\r\nMessage-ID: <" +
+		strings.ReplaceAll(subject, " ", ".") + "@client.test>\r\n\r\nHello from A.\r\n"
+}

@@ -1,0 +1,407 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"sigillo/appliance/accounts"
+	"sigillo/appliance/passwd"
+	"sigillo/storage"
+)
+
+// testProposer applies commands straight to the store, one log index after
+// the other, as the raft FSM does. fail, when set, makes Apply fail the way
+// an unavailable raft does, without applying anything.
+type testProposer struct {
+	mu    sync.Mutex
+	store *storage.Store
+	index uint64
+	fail  atomic.Pointer[error]
+}
+
+func (p *testProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+	if e := p.fail.Load(); e != nil {
+		return nil, *e
+	}
+	data, err := storage.Encode(cmd)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.index++
+	res, err := p.store.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Value, res[0].Err
+}
+
+func (p *testProposer) setFail(err error) {
+	if err == nil {
+		p.fail.Store(nil)
+		return
+	}
+	p.fail.Store(&err)
+}
+
+func (p *testProposer) must(t *testing.T, cmd storage.Command) any {
+	t.Helper()
+	v, err := p.Apply(context.Background(), cmd)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd.Op(), err)
+	}
+	return v
+}
+
+// testPKI is a CA and a server certificate for 127.0.0.1 and localhost.
+type testPKI struct {
+	cert   tls.Certificate
+	pool   *x509.CertPool
+	caFile string
+}
+
+func newTestPKI(t testing.TB) *testPKI {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "smtpd test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &testPKI{cert: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}, pool: pool, caFile: caFile}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+const (
+	alicePass = "alice's long password"
+	testHost  = "mx.example.test"
+)
+
+// env is a store with example.test and its mailboxes, and a Server
+// listening on all three ports.
+type env struct {
+	t        *testing.T
+	store    *storage.Store
+	prop     *testProposer
+	srv      *Server
+	pki      *testPKI
+	inbound  string
+	sub      string
+	subs     string
+	enqueued atomic.Int32
+	serveErr chan error
+	mbox     map[string]int64
+}
+
+func newEnv(t *testing.T, maxBytes int64) *env {
+	t.Helper()
+	store, err := storage.Open(filepath.Join(t.TempDir(), "db.sqlite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	e := &env{t: t, store: store, prop: &testProposer{store: store}, pki: newTestPKI(t), mbox: map[string]int64{}}
+	cheap := passwd.Params{Memory: 64, Time: 1, Threads: 1}
+	hash, err := passwd.Hash(alicePass, cheap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.prop.must(t, &storage.AddDomain{Name: "example.test", At: 1})
+	for _, mb := range []struct {
+		addr  string
+		quota int64
+	}{{"alice@example.test", 0}, {"bob@example.test", 0}, {"full@example.test", 100}, {"small@example.test", 1000}} {
+		e.mbox[mb.addr] = e.prop.must(t, &storage.AddMailbox{Address: mb.addr, PasswordHash: hash, QuotaBytes: mb.quota, At: 1}).(int64)
+	}
+	// full@ is over its quota already (delivered without enforcement).
+	e.prop.must(t, &storage.Deliver{Targets: []storage.Target{{MailboxID: e.mbox["full@example.test"]}}, Data: bytes.Repeat([]byte("x"), 200)})
+
+	e.srv = &Server{
+		Hostname:        testHost,
+		Store:           store,
+		Proposer:        e.prop,
+		Auth:            &accounts.Authenticator{Store: store},
+		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{e.pki.cert}, MinVersion: tls.VersionTLS12},
+		MaxMessageBytes: maxBytes,
+		Logger:          testLogger(t),
+		Now:             func() time.Time { return time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC) },
+		Enqueued:        func() { e.enqueued.Add(1) },
+	}
+	e.serveErr = make(chan error, 3)
+	listen := func(mode Mode) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { e.serveErr <- e.srv.Serve(ln, mode) }()
+		return ln.Addr().String()
+	}
+	e.inbound, e.sub, e.subs = listen(Inbound), listen(Submission), listen(Submissions)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		for range 3 {
+			select {
+			case err := <-e.serveErr:
+				if err != nil {
+					t.Errorf("serve returned %v after shutdown", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("serve did not return after shutdown")
+				return
+			}
+		}
+	})
+	return e
+}
+
+func port(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n := 0
+	for _, c := range p {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// inbox returns the stored contents of a mailbox's INBOX, in UID order.
+func (e *env) inbox(addr string) [][]byte {
+	e.t.Helper()
+	ctx := context.Background()
+	f, err := e.store.FolderByName(ctx, e.mbox[addr], "INBOX")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	msgs, err := e.store.Messages(ctx, f.ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out [][]byte
+	for _, m := range msgs {
+		b, err := e.store.Content(ctx, m.SHA256)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func (e *env) queue() []storage.QueueItem {
+	e.t.Helper()
+	items, err := e.store.QueueItems(context.Background(), time.Time{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return items
+}
+
+func (e *env) file(data []byte) string {
+	e.t.Helper()
+	f, err := os.CreateTemp(e.t.TempDir(), "msg*.eml")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		e.t.Fatal(err)
+	}
+	f.Close()
+	return f.Name()
+}
+
+// needTool returns the path of an external client. Without it the test is
+// skipped, loudly, except in CI where a missing tool is a failure.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found (%v): the interoperability tests cannot run in CI", name, err)
+	}
+	t.Skipf("!!! %s not found (%v): SKIPPING this interoperability test; install %s to run it !!!", name, err, name)
+	return ""
+}
+
+// step is one result of testdata/smtpclient.py.
+type step struct {
+	OK       bool                      `json:"ok"`
+	Code     int                       `json:"code"`
+	Msg      string                    `json:"msg"`
+	Exc      string                    `json:"exc"`
+	Features []string                  `json:"features"`
+	Auth     string                    `json:"auth"`
+	TLS      string                    `json:"tls"`
+	Refused  map[string][2]interface{} `json:"refused"`
+}
+
+func (s step) has(feature string) bool {
+	for _, f := range s.Features {
+		if f == feature {
+			return true
+		}
+	}
+	return false
+}
+
+// py runs smtplib through the steps and returns one result per step run.
+func (e *env) py(steps ...[]any) []step {
+	e.t.Helper()
+	py := needTool(e.t, "python3")
+	job, _ := json.Marshal(map[string]any{"host": "127.0.0.1", "ca": e.pki.caFile, "helo": "client.test", "steps": steps})
+	jobFile := e.file(job)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "testdata/smtpclient.py", jobFile)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		e.t.Fatalf("smtpclient.py: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	var out []step
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		e.t.Fatalf("smtpclient.py output %q: %v (stderr %s)", stdout.String(), err, stderr.String())
+	}
+	e.t.Logf("smtplib: %s", strings.TrimSpace(stdout.String()))
+	return out
+}
+
+func s(args ...any) []any { return args }
+
+// raw is a hand-driven connection, for what no well-behaved client sends.
+type raw struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *raw {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := &raw{t: t, c: c, r: bufio.NewReader(c)}
+	r.expect("220")
+	return r
+}
+
+// reply reads a whole (possibly multi-line) reply and returns its last line.
+func (r *raw) reply() string {
+	r.t.Helper()
+	for {
+		line, err := r.r.ReadString('\n')
+		if err != nil {
+			r.t.Fatalf("read reply: %v (got %q)", err, line)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if len(line) < 4 || line[3] != '-' {
+			return line
+		}
+	}
+}
+
+func (r *raw) expect(prefix string) string {
+	r.t.Helper()
+	l := r.reply()
+	if !strings.HasPrefix(l, prefix) {
+		r.t.Fatalf("got %q, want %s...", l, prefix)
+	}
+	return l
+}
+
+func (r *raw) send(line string) {
+	r.t.Helper()
+	if _, err := r.c.Write([]byte(line + "\r\n")); err != nil {
+		r.t.Fatalf("write: %v", err)
+	}
+}
+
+func (r *raw) cmd(line, prefix string) string {
+	r.t.Helper()
+	r.send(line)
+	return r.expect(prefix)
+}
+
+// closed reports whether the server closed the connection.
+func (r *raw) closed() bool {
+	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := r.r.ReadByte()
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}

@@ -1,0 +1,340 @@
+// Package smtpd is Sigillo's SMTP server, on github.com/emersion/go-smtp,
+// in three modes:
+//
+//   - Inbound (port 25, mail from other servers): STARTTLS is offered, AUTH
+//     is neither offered nor accepted (a client that wants to authenticate
+//     uses the submission ports). Recipients must be mailboxes of a hosted
+//     domain: an unknown user is refused with 550 5.1.1 and any other
+//     domain with 554 5.7.1 (no open relay). The null sender <> is
+//     accepted, for bounces.
+//   - Submission (port 587): STARTTLS, then AUTH PLAIN or LOGIN, which is
+//     only offered and accepted once the connection is protected (go-smtp
+//     answers an AUTH before STARTTLS with 523 5.7.10).
+//   - Submissions (port 465): implicit TLS, then AUTH PLAIN or LOGIN.
+//
+// On the submission ports a client must authenticate before MAIL (530
+// 5.7.0), the envelope sender must be the authenticated mailbox's address,
+// compared case-insensitively (553 5.7.1), and recipients in other domains
+// go on the outbound queue. Passwords are checked by accounts.Authenticator,
+// which applies the shared auth-failure penalty.
+//
+// Limits: MaxMessageBytes (552 5.3.4, also refused at MAIL when SIZE= says
+// so), 100 recipients (452 4.5.3), a local recipient's quota (552 5.2.2 at
+// RCPT; a recipient that went over quota between RCPT and the end of data
+// gets a DSN, or 552 if every recipient did), 2000-byte lines (500, then the
+// connection is closed), and a 5 minute timeout on every read and write.
+// A misbehaving client only ever affects its own connection.
+//
+// A message is stored with one storage.Deliver command: a copy per local
+// recipient (quota enforced) and the outbound queue item for the remote
+// ones, in one transaction. The client gets 250 only after that command is
+// applied through raft; if it cannot be applied the client gets 451 4.3.0
+// and nothing is stored. A Received: header (and, on local delivery,
+// Return-Path:) is prepended the way Postfix writes them (without reverse
+// DNS; the protocol is always ESMTP[S][A], as go-smtp does not tell HELO
+// from EHLO); the message itself is stored byte for byte, malformed or not.
+//
+// It is not a delivery agent for remote mail (package queue is), not a
+// spam or virus filter (no SPF, DKIM or DMARC either), and it does not
+// implement SMTPUTF8, BINARYMIME, the DSN extension, aliases, the bare
+// "postmaster" recipient, or VRFY/EXPN. CHUNKING (BDAT) works, through
+// go-smtp.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"sigillo/appliance/accounts"
+	"sigillo/storage"
+)
+
+// Proposer applies a command through raft and returns its value once it is
+// applied. A refusal is a *storage.Error; any other error means the command
+// may not have been applied.
+type Proposer interface {
+	Apply(ctx context.Context, cmd storage.Command) (any, error)
+}
+
+// Mode is what a listener is for.
+type Mode int
+
+// The three SMTP services.
+const (
+	Inbound     Mode = iota // port 25: mail from other servers, for hosted domains
+	Submission              // port 587: STARTTLS, then AUTH, then send
+	Submissions             // port 465: implicit TLS, then AUTH, then send
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Inbound:
+		return "smtp"
+	case Submission:
+		return "submission"
+	case Submissions:
+		return "submissions"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// Limits and defaults.
+const (
+	DefaultMaxMessageBytes = 30 << 20
+	MaxRecipients          = 100
+	// Timeout bounds each read and write of a session (RFC 5321 §4.5.3.2
+	// asks for at least 5 minutes).
+	Timeout = 5 * time.Minute
+	// applyTimeout bounds how long a client waits for raft at end of data.
+	applyTimeout = 2 * time.Minute
+	// lookupTimeout bounds the store reads of one command.
+	lookupTimeout = 30 * time.Second
+)
+
+// Server is the SMTP server. Set its fields, then call Serve once per
+// listener; the same Server may serve several listeners and modes.
+type Server struct {
+	Hostname        string // greeting and Received: headers
+	Store           *storage.Store
+	Proposer        Proposer
+	Auth            *accounts.Authenticator
+	TLSConfig       *tls.Config
+	MaxMessageBytes int64            // default 30 MiB → 552 5.3.4 when exceeded
+	Logger          *slog.Logger     // default slog.Default()
+	Now             func() time.Time // default time.Now
+	// Enqueued, if set, is called after a message was put on the
+	// outbound queue (the queue runner's Kick).
+	Enqueued func()
+
+	mu        sync.Mutex
+	closing   bool
+	ctx       context.Context // cancelled when a shutdown gives up waiting
+	cancel    context.CancelFunc
+	inners    []*smtp.Server
+	listeners []net.Listener
+	conns     map[*trackedConn]struct{}
+}
+
+func (s *Server) init() {
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.conns = map[*trackedConn]struct{}{}
+	}
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) hostname() string {
+	if s.Hostname != "" {
+		return s.Hostname
+	}
+	return "localhost"
+}
+
+func (s *Server) maxBytes() int64 {
+	if s.MaxMessageBytes > 0 {
+		return s.MaxMessageBytes
+	}
+	return DefaultMaxMessageBytes
+}
+
+// Serve answers SMTP on ln in the given mode until Shutdown, then returns
+// nil. For Submissions, ln may be a plain listener (Serve does the TLS
+// handshake with TLSConfig) or one from tls.NewListener.
+func (s *Server) Serve(ln net.Listener, mode Mode) error {
+	if s.Store == nil || s.Proposer == nil {
+		ln.Close()
+		return errors.New("smtpd: Server needs Store and Proposer")
+	}
+	if (mode == Submission || mode == Submissions) && s.TLSConfig == nil {
+		ln.Close()
+		return fmt.Errorf("smtpd: %s needs a TLSConfig", mode)
+	}
+	if mode != Inbound && mode != Submission && mode != Submissions {
+		ln.Close()
+		return fmt.Errorf("smtpd: unknown mode %d", int(mode))
+	}
+	inner := smtp.NewServer(&backend{srv: s, mode: mode})
+	inner.Domain = s.hostname()
+	inner.MaxMessageBytes = s.maxBytes()
+	inner.MaxRecipients = MaxRecipients
+	inner.ReadTimeout = Timeout
+	inner.WriteTimeout = Timeout
+	inner.AllowInsecureAuth = false
+	inner.TLSConfig = s.TLSConfig
+	inner.ErrorLog = errorLog{s.logger().With("mode", mode.String())}
+
+	tl := &trackingListener{Listener: ln, srv: s, mode: mode}
+	s.mu.Lock()
+	s.init()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.inners = append(s.inners, inner)
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+
+	err := inner.Serve(tl)
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("smtpd: serve %s: %w", mode, err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, ends idle sessions (they get 421)
+// and waits for the sessions in the middle of a transaction to finish. If
+// ctx ends first, it closes every connection, waits for the sessions to
+// return and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.init()
+	s.closing = true
+	inners := append([]*smtp.Server(nil), s.inners...)
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+
+	// go-smtp's Shutdown closes its listeners and waits for every
+	// connection handler to return.
+	var wg sync.WaitGroup
+	for _, in := range inners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in.Shutdown(context.Background())
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
+		s.wakeIdle()
+		select {
+		case <-done:
+			return nil
+		case <-tick.C:
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	s.mu.Lock()
+	s.cancel()
+	n := len(s.conns)
+	for c := range s.conns {
+		c.Conn.Close()
+	}
+	s.mu.Unlock()
+	s.logger().Warn("shutdown deadline reached; closed busy sessions", "sessions", n)
+	<-done
+	return fmt.Errorf("smtpd: shutdown: %w", ctx.Err())
+}
+
+// wakeIdle makes the blocked read of every idle session time out now:
+// go-smtp answers 421 and ends the session.
+func (s *Server) wakeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if !c.busy.Load() {
+			c.Conn.SetReadDeadline(time.Now())
+		}
+	}
+}
+
+// trackedConn is an accepted TCP connection the Server knows about, so that
+// Shutdown can end it. busy is set while a mail transaction is open.
+type trackedConn struct {
+	net.Conn
+	srv  *Server
+	busy atomic.Bool
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.srv.mu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// trackingListener registers every accepted connection and, on the
+// implicit TLS port, wraps it in TLS.
+type trackingListener struct {
+	net.Listener
+	srv  *Server
+	mode Mode
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	raw, wasTLS := c, false
+	if tc, ok := c.(*tls.Conn); ok {
+		// A listener from tls.NewListener: track the TCP connection
+		// under it and redo the (not yet started) TLS on top.
+		raw, wasTLS = tc.NetConn(), true
+	}
+	t := &trackedConn{Conn: raw, srv: l.srv}
+	l.srv.mu.Lock()
+	l.srv.conns[t] = struct{}{}
+	l.srv.mu.Unlock()
+	if (wasTLS || l.mode == Submissions) && l.srv.TLSConfig != nil {
+		return tls.Server(t, l.srv.TLSConfig), nil
+	}
+	return t, nil
+}
+
+// tracked finds the trackedConn under a go-smtp connection.
+func tracked(c net.Conn) *trackedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	t, _ := c.(*trackedConn)
+	return t
+}
+
+// errorLog sends go-smtp's internal error log to slog.
+type errorLog struct{ l *slog.Logger }
+
+func (e errorLog) Printf(format string, v ...any) { e.l.Debug(fmt.Sprintf(format, v...)) }
+func (e errorLog) Println(v ...any)               { e.l.Debug(fmt.Sprint(v...)) }

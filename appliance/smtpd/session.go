@@ -1,0 +1,381 @@
+package smtpd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"sigillo/appliance/accounts"
+	"sigillo/appliance/queue"
+	"sigillo/storage"
+)
+
+// The replies the session makes itself (go-smtp makes the protocol ones).
+var (
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errTempFailure  = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary failure, please try again later"}
+	errAuthTemp     = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
+	errBadSASL      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
+	errMailboxFull  = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
+	errLineTooLong  = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
+)
+
+func replyf(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: fmt.Sprintf(format, args...)}
+}
+
+type backend struct {
+	srv  *Server
+	mode Mode
+}
+
+// NewSession is called at the first EHLO/HELO of a connection, and again
+// after STARTTLS (which forgets everything, authentication included).
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	nc := c.Conn()
+	sess := &session{
+		srv:    b.srv,
+		mode:   b.mode,
+		conn:   c,
+		remote: nc.RemoteAddr(),
+		track:  tracked(nc),
+	}
+	sess.log = b.srv.logger().With("mode", b.mode.String(), "remote", sess.remote.String())
+	return sess, nil
+}
+
+type recipient struct {
+	addr    string
+	mailbox int64 // 0: remote
+}
+
+// session is one client's state; go-smtp calls its methods from the
+// connection's goroutine only.
+type session struct {
+	srv    *Server
+	mode   Mode
+	conn   *smtp.Conn
+	remote net.Addr
+	track  *trackedConn
+	log    *slog.Logger
+
+	user *storage.Mailbox // set by AUTH
+
+	// The transaction.
+	from  string
+	size  int64 // MAIL SIZE=, 0 if not given
+	rcpts []recipient
+	seen  map[string]bool
+}
+
+func (s *session) setBusy(b bool) {
+	if s.track != nil {
+		s.track.busy.Store(b)
+	}
+}
+
+func (s *session) Reset() {
+	s.from, s.size, s.rcpts, s.seen = "", 0, nil, nil
+	s.setBusy(false)
+}
+
+func (s *session) Logout() error {
+	s.setBusy(false)
+	return nil
+}
+
+// ---- AUTH ----
+
+func (s *session) authAllowed() bool { return s.mode != Inbound && s.srv.Auth != nil }
+
+func (s *session) AuthMechanisms() []string {
+	if !s.authAllowed() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if !s.authAllowed() {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return &plainServer{login: s.login}, nil
+	case sasl.Login:
+		return &loginServer{login: s.login}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *session) login(username, password string) error {
+	ctx, cancel := context.WithTimeout(s.srv.ctx, lookupTimeout)
+	defer cancel()
+	mb, err := s.srv.Auth.Login(ctx, username, password, s.remote)
+	if errors.Is(err, accounts.ErrAuthFailed) {
+		s.log.Info("authentication failed", "user", username)
+		return smtp.ErrAuthFailed
+	}
+	if err != nil {
+		s.log.Error("authentication unavailable", "user", username, "err", err)
+		return errAuthTemp
+	}
+	s.user = &mb
+	s.log = s.log.With("user", mb.Address)
+	s.log.Info("authenticated")
+	return nil
+}
+
+// plainServer is SASL PLAIN (RFC 4616); the authorization identity, if
+// given, must be the user itself.
+type plainServer struct {
+	login func(user, pass string) error
+	done  bool
+}
+
+func (p *plainServer) Next(resp []byte) ([]byte, bool, error) {
+	if p.done {
+		return nil, false, errBadSASL
+	}
+	if resp == nil {
+		return []byte{}, false, nil
+	}
+	p.done = true
+	parts := bytes.Split(resp, []byte{0})
+	if len(parts) != 3 {
+		return nil, false, errBadSASL
+	}
+	identity, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
+	if identity != "" && !strings.EqualFold(identity, user) {
+		return nil, false, smtp.ErrAuthFailed
+	}
+	if err := p.login(user, pass); err != nil {
+		return nil, false, err
+	}
+	return nil, true, nil
+}
+
+// loginServer is the obsolete but ubiquitous LOGIN mechanism
+// (draft-murchison-sasl-login): "Username:", then "Password:". An initial
+// response is the user name.
+type loginServer struct {
+	login func(user, pass string) error
+	step  int
+	user  string
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		if resp == nil {
+			l.step = 1
+			return []byte("Username:"), false, nil
+		}
+		l.user, l.step = string(resp), 2
+		return []byte("Password:"), false, nil
+	case 1:
+		l.user, l.step = string(resp), 2
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step = 3
+		if err := l.login(l.user, string(resp)); err != nil {
+			return nil, false, err
+		}
+		return nil, true, nil
+	}
+	return nil, false, errBadSASL
+}
+
+// ---- the transaction ----
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.Reset()
+	if s.mode != Inbound {
+		if s.user == nil {
+			return errAuthRequired
+		}
+		if !strings.EqualFold(from, s.user.Address) {
+			s.log.Info("sender refused: not the authenticated user's address", "from", from)
+			return replyf(553, smtp.EnhancedCode{5, 7, 1}, "<%s>: Sender address rejected: not owned by user %s", from, s.user.Address)
+		}
+	}
+	s.from = from
+	if opts != nil {
+		s.size = opts.Size
+	}
+	s.setBusy(true)
+	return nil
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	ctx, cancel := context.WithTimeout(s.srv.ctx, lookupTimeout)
+	defer cancel()
+	_, domain, ok := storage.SplitAddress(to)
+	if !ok {
+		return replyf(501, smtp.EnhancedCode{5, 1, 3}, "<%s>: Bad recipient address syntax", to)
+	}
+	key := storage.NormalizeAddress(to)
+	local, err := s.srv.Store.IsLocalDomain(ctx, domain)
+	if err != nil {
+		s.log.Error("recipient lookup failed", "to", to, "err", err)
+		return errTempFailure
+	}
+	if !local {
+		if s.mode == Inbound || s.user == nil {
+			s.log.Info("relay denied", "from", s.from, "to", to)
+			return replyf(554, smtp.EnhancedCode{5, 7, 1}, "<%s>: Relay access denied", to)
+		}
+		if !s.seen[key] {
+			s.addSeen(key)
+			s.rcpts = append(s.rcpts, recipient{addr: to})
+		}
+		return nil
+	}
+	mb, err := s.srv.Store.MailboxByAddress(ctx, to)
+	if storage.IsCode(err, storage.ErrNotFound) {
+		s.log.Info("unknown recipient", "from", s.from, "to", to)
+		return replyf(550, smtp.EnhancedCode{5, 1, 1}, "<%s>: Recipient address rejected: User unknown", to)
+	}
+	if err != nil {
+		s.log.Error("recipient lookup failed", "to", to, "err", err)
+		return errTempFailure
+	}
+	if mb.QuotaBytes > 0 && (mb.UsedBytes >= mb.QuotaBytes || (s.size > 0 && mb.UsedBytes+s.size > mb.QuotaBytes)) {
+		s.log.Info("recipient over quota", "to", to, "used", mb.UsedBytes, "quota", mb.QuotaBytes, "size", s.size)
+		return replyf(552, smtp.EnhancedCode{5, 2, 2}, "<%s>: Mailbox full", to)
+	}
+	if !s.seen[key] {
+		s.addSeen(key)
+		s.rcpts = append(s.rcpts, recipient{addr: to, mailbox: mb.ID})
+	}
+	return nil
+}
+
+func (s *session) addSeen(key string) {
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	s.seen[key] = true
+}
+
+func (s *session) Data(r io.Reader) error {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			s.log.Info("message refused", "from", s.from, "err", se.Message)
+			return se // 552 5.3.4 when over MaxMessageBytes
+		}
+		if errors.Is(err, smtp.ErrTooLongLine) {
+			return errLineTooLong
+		}
+		return fmt.Errorf("reading message: %w", err)
+	}
+
+	now := s.srv.now()
+	id := queue.NewID()
+	var targets []storage.Target
+	var remote []string
+	for _, rc := range s.rcpts {
+		if rc.mailbox != 0 {
+			targets = append(targets, storage.Target{MailboxID: rc.mailbox, EnforceQuota: true})
+		} else {
+			remote = append(remote, rc.addr)
+		}
+	}
+
+	var hdr bytes.Buffer
+	if len(targets) > 0 {
+		fmt.Fprintf(&hdr, "Return-Path: <%s>\r\n", s.from)
+	}
+	var cs *tls.ConnectionState
+	if st, ok := s.conn.TLSConnectionState(); ok {
+		cs = &st
+	}
+	forRcpt := ""
+	if len(s.rcpts) == 1 {
+		forRcpt = s.rcpts[0].addr
+	}
+	hdr.WriteString(received(receivedInfo{
+		helo: s.conn.Hostname(), remote: s.remote, by: s.srv.hostname(),
+		tls: cs, auth: s.user != nil, id: id, rcpt: forRcpt, at: now,
+	}))
+	data := make([]byte, 0, hdr.Len()+len(body))
+	data = append(append(data, hdr.Bytes()...), body...)
+
+	cmd := &storage.Deliver{Targets: targets, InternalDate: now.Unix(), Data: data}
+	if len(remote) > 0 {
+		cmd.Outbound = &storage.Outbound{ID: id, Sender: s.from, Recipients: remote, NextAttempt: now.Unix()}
+	}
+	ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
+	defer cancel()
+	v, err := s.srv.Proposer.Apply(ctx, cmd)
+	if err != nil {
+		s.log.Error("message not stored", "id", id, "from", s.from, "err", err)
+		var refusal *storage.Error
+		if errors.As(err, &refusal) && refusal.Code == storage.ErrInvalid {
+			return replyf(554, smtp.EnhancedCode{5, 3, 0}, "Message refused: %s", refusal.Msg)
+		}
+		// Anything else, refusals included (a mailbox removed since
+		// RCPT): the client retries, and RCPT checks again.
+		return errTempFailure
+	}
+
+	res, _ := v.(*storage.DeliverResult)
+	if res != nil && len(res.OverQuota) > 0 {
+		over := map[int64]bool{}
+		for _, id := range res.OverQuota {
+			over[id] = true
+		}
+		if len(res.Placed) == 0 && cmd.Outbound == nil {
+			s.log.Info("message refused: every recipient over quota", "id", id, "from", s.from)
+			return errMailboxFull
+		}
+		var failures []queue.Failure
+		for _, rc := range s.rcpts {
+			if rc.mailbox != 0 && over[rc.mailbox] {
+				failures = append(failures, queue.Failure{Recipient: rc.addr, Status: "5.2.2", Diagnostic: "mailbox full"})
+			}
+		}
+		s.bounce(ctx, id, now, data, failures)
+	}
+	if cmd.Outbound != nil && s.srv.Enqueued != nil {
+		s.srv.Enqueued()
+	}
+	s.log.Info("message accepted", "id", id, "from", s.from, "local", len(targets), "remote", len(remote),
+		"size", len(data), "tls", cs != nil)
+	// go-smtp writes the code and text of a returned SMTPError as they
+	// are, so a 250 "error" gives Postfix's "queued as" reply.
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// bounce reports recipients that lost a race with their quota between RCPT
+// and the end of data; the message was accepted for the others.
+func (s *session) bounce(ctx context.Context, id string, now time.Time, data []byte, failures []queue.Failure) {
+	cmd, queued, err := queue.BounceCommand(ctx, s.srv.Store, queue.Bounce{
+		Hostname: s.srv.hostname(), Sender: s.from, QueueID: id, Arrival: now, Failures: failures, Original: data,
+	}, now)
+	if err == nil && cmd != nil {
+		_, err = s.srv.Proposer.Apply(ctx, cmd)
+	}
+	if err != nil {
+		s.log.Error("cannot send the over-quota bounce", "id", id, "err", err)
+		return
+	}
+	for _, f := range failures {
+		s.log.Info("recipient over quota at delivery; bounced", "id", id, "to", f.Recipient, "dsn_sent", cmd != nil)
+	}
+	if queued && s.srv.Enqueued != nil {
+		s.srv.Enqueued()
+	}
+}

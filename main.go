@@ -1,0 +1,270 @@
+// Command sigillo is a mail server for a few hosted domains in one binary:
+// SMTP, IMAP and POP3 over TLS on a raft-replicated SQLite store.
+//
+//	sigillo serve [--config FILE]
+//	sigillo domain add|list|remove [NAME]
+//	sigillo mailbox add|passwd ADDRESS --password-stdin [--quota BYTES]
+//	sigillo mailbox list [DOMAIN] | remove ADDRESS
+//	sigillo queue list
+//	sigillo ca export
+//	sigillo version
+//
+// Every subcommand takes --config FILE; all but serve talk to the running
+// server over its control socket.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"sigillo/appliance"
+	"sigillo/appliance/config"
+	"sigillo/appliance/control"
+)
+
+const usage = `usage:
+  sigillo serve [--config FILE]
+  sigillo domain add NAME | list | remove NAME
+  sigillo mailbox add ADDRESS --password-stdin [--quota BYTES]
+  sigillo mailbox passwd ADDRESS --password-stdin
+  sigillo mailbox list [DOMAIN] | remove ADDRESS
+  sigillo queue list
+  sigillo ca export
+  sigillo version
+every subcommand takes --config FILE (default: the embedded configuration)`
+
+func main() {
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sigillo:", err)
+		os.Exit(1)
+	}
+}
+
+// cli holds one invocation's parsed flags and positional words.
+type cli struct {
+	config        string
+	passwordStdin bool
+	quota         string
+	json          bool
+	args          []string
+}
+
+// parse accepts flags anywhere among the words, as users type them.
+func parse(name string, words []string) (*cli, error) {
+	c := &cli{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.config, "config", "", "configuration file")
+	fs.BoolVar(&c.passwordStdin, "password-stdin", false, "read the password from standard input")
+	fs.StringVar(&c.quota, "quota", "", "mailbox quota in bytes (or 500M, 2G; 0: unlimited)")
+	fs.BoolVar(&c.json, "json", false, "print JSON")
+	for {
+		if err := fs.Parse(words); err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+		if fs.NArg() == 0 {
+			return c, nil
+		}
+		c.args = append(c.args, fs.Arg(0))
+		words = fs.Args()[1:]
+	}
+}
+
+func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(argv) == 0 {
+		return errors.New(usage)
+	}
+	cmd, rest := argv[0], argv[1:]
+	switch cmd {
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "sigillo", appliance.Version)
+		return nil
+	case "help", "--help", "-h":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	c, err := parse(cmd, rest)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(c.config)
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "serve":
+		if len(c.args) > 0 {
+			return fmt.Errorf("serve takes no arguments, got %q", c.args[0])
+		}
+		return serve(cfg, stdout, stderr)
+	case "domain":
+		return domainCmd(cfg, c, stdout)
+	case "mailbox":
+		return mailboxCmd(cfg, c, stdin, stdout)
+	case "queue":
+		return queueCmd(cfg, c, stdout)
+	case "ca":
+		if len(c.args) != 1 || c.args[0] != "export" {
+			return errors.New("usage: sigillo ca export")
+		}
+		var pem string
+		if err := call(cfg, "ca.export", nil, &pem); err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, pem)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+func serve(cfg config.Config, stdout, stderr io.Writer) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return appliance.Run(ctx, cfg, appliance.Options{Logger: logger, Out: stdout})
+}
+
+func call(cfg config.Config, op string, args map[string]string, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return control.Call(ctx, cfg.ControlSocket(), control.Request{Op: op, Args: args}, out)
+}
+
+func domainCmd(cfg config.Config, c *cli, stdout io.Writer) error {
+	sub, args := first(c.args)
+	switch {
+	case sub == "add" && len(args) == 1:
+		if err := call(cfg, "domain.add", map[string]string{"name": args[0]}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "domain %s added\n", args[0])
+		return nil
+	case sub == "remove" && len(args) == 1:
+		if err := call(cfg, "domain.remove", map[string]string{"name": args[0]}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "domain %s removed\n", args[0])
+		return nil
+	case sub == "list" && len(args) == 0:
+		var ds []appliance.DomainInfo
+		if err := call(cfg, "domain.list", nil, &ds); err != nil {
+			return err
+		}
+		if c.json {
+			return json.NewEncoder(stdout).Encode(ds)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DOMAIN\tMAILBOXES\tCREATED")
+		for _, d := range ds {
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", d.Name, d.Mailboxes, d.Created.Format(time.DateOnly))
+		}
+		return tw.Flush()
+	}
+	return errors.New("usage: sigillo domain add NAME | list | remove NAME")
+}
+
+func mailboxCmd(cfg config.Config, c *cli, stdin io.Reader, stdout io.Writer) error {
+	sub, args := first(c.args)
+	switch {
+	case (sub == "add" || sub == "passwd") && len(args) == 1:
+		if !c.passwordStdin {
+			return fmt.Errorf("mailbox %s needs --password-stdin (the password is read from standard input, never from the command line)", sub)
+		}
+		pw, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read password: %w", err)
+		}
+		pw = strings.TrimRight(pw, "\r\n")
+		a := map[string]string{"address": args[0], "password": pw}
+		op := "mailbox.passwd"
+		if sub == "add" {
+			op = "mailbox.add"
+			a["quota"] = c.quota
+		}
+		if err := call(cfg, op, a, nil); err != nil {
+			return err
+		}
+		if sub == "add" {
+			fmt.Fprintf(stdout, "mailbox %s added\n", args[0])
+		} else {
+			fmt.Fprintf(stdout, "password of %s changed\n", args[0])
+		}
+		return nil
+	case sub == "remove" && len(args) == 1:
+		if err := call(cfg, "mailbox.remove", map[string]string{"address": args[0]}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "mailbox %s removed\n", args[0])
+		return nil
+	case sub == "list" && len(args) <= 1:
+		a := map[string]string{}
+		if len(args) == 1 {
+			a["domain"] = args[0]
+		}
+		var mbs []appliance.MailboxInfo
+		if err := call(cfg, "mailbox.list", a, &mbs); err != nil {
+			return err
+		}
+		if c.json {
+			return json.NewEncoder(stdout).Encode(mbs)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ADDRESS\tUSED\tQUOTA")
+		for _, m := range mbs {
+			q := "unlimited"
+			if m.QuotaBytes > 0 {
+				q = fmt.Sprint(m.QuotaBytes)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", m.Address, m.UsedBytes, q)
+		}
+		return tw.Flush()
+	}
+	return errors.New("usage: sigillo mailbox add|passwd ADDRESS --password-stdin [--quota BYTES] | list [DOMAIN] | remove ADDRESS")
+}
+
+func queueCmd(cfg config.Config, c *cli, stdout io.Writer) error {
+	if len(c.args) != 1 || c.args[0] != "list" {
+		return errors.New("usage: sigillo queue list")
+	}
+	var items []appliance.QueueInfo
+	if err := call(cfg, "queue.list", nil, &items); err != nil {
+		return err
+	}
+	if c.json {
+		return json.NewEncoder(stdout).Encode(items)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSIZE\tSENDER\tRECIPIENTS\tATTEMPTS\tNEXT\tLAST ERROR")
+	for _, it := range items {
+		sender := it.Sender
+		if sender == "" {
+			sender = "<>"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", it.ID, it.Size, sender, strings.Join(it.Recipients, ","),
+			it.Attempts, it.NextAttempt.Local().Format(time.DateTime), it.LastError)
+	}
+	return tw.Flush()
+}
+
+func first(args []string) (string, []string) {
+	if len(args) == 0 {
+		return "", nil
+	}
+	return args[0], args[1:]
+}

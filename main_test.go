@@ -1,0 +1,389 @@
+package main
+
+// End-to-end scenarios: the real sigillo binary, started as a process with
+// a configuration file, provisioned with its own command line, and used by
+// independent clients (Python's smtplib/imaplib/poplib and curl) over TLS
+// on 127.0.0.1, trusting the root from `sigillo ca export`.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sigillo-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sigillo")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build sigillo: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// need finds a tool the scenario uses: under CI a missing tool fails the
+// test, elsewhere it skips loudly.
+func need(t testing.TB, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed, and CI must run this test", tool)
+	}
+	t.Skipf("SKIPPING: %s is not installed; this test did not run", tool)
+	return ""
+}
+
+// instance is one running sigillo process.
+type instance struct {
+	t       testing.TB
+	name    string
+	dir     string
+	config  string
+	ports   map[string]int
+	cmd     *exec.Cmd
+	ca      string
+	mu      sync.Mutex
+	output  bytes.Buffer
+	exited  chan struct{}
+	exitErr error
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// newInstance writes a configuration with fresh ports; extra is appended
+// to it (a [routes] table, say).
+func newInstance(t testing.TB, name, extra string) *instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instance{t: t, name: name, dir: dir, config: filepath.Join(dir, "sigillo.toml"), ports: map[string]int{}}
+	var listen strings.Builder
+	for _, l := range []string{"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "https"} {
+		in.ports[l] = freePort(t)
+		fmt.Fprintf(&listen, "%s = \"127.0.0.1:%d\"\n", l, in.ports[l])
+	}
+	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\nmax_message_bytes = 1048576\nlog_level = \"debug\"\n\n[listen]\n%s\n%s",
+		name, filepath.Join(dir, "data"), listen.String(), extra)
+	if err := os.WriteFile(in.config, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.stop(syscall.SIGKILL)
+		if t.Failed() {
+			in.mu.Lock()
+			t.Logf("%s output:\n%s", name, in.output.String())
+			in.mu.Unlock()
+		}
+	})
+	return in
+}
+
+type lockedWriter struct{ in *instance }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.in.mu.Lock()
+	defer w.in.mu.Unlock()
+	return w.in.output.Write(p)
+}
+
+// start runs `sigillo serve` and waits until its control socket answers.
+func (in *instance) start() {
+	in.t.Helper()
+	in.cmd = exec.Command(binary, "serve", "--config", in.config)
+	in.cmd.Stdout = lockedWriter{in}
+	in.cmd.Stderr = lockedWriter{in}
+	if err := in.cmd.Start(); err != nil {
+		in.t.Fatal(err)
+	}
+	in.exited = make(chan struct{})
+	go func() {
+		in.exitErr = in.cmd.Wait()
+		close(in.exited)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-in.exited:
+			in.t.Fatalf("%s exited at start: %v", in.name, in.exitErr)
+		default:
+		}
+		if _, err := in.try("", "domain", "list"); err == nil {
+			if in.ca == "" {
+				in.ca = filepath.Join(in.dir, "ca.pem")
+				pem := in.cli("", "ca", "export")
+				if err := os.WriteFile(in.ca, []byte(pem), 0o600); err != nil {
+					in.t.Fatal(err)
+				}
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	in.t.Fatalf("%s did not start within 60 s", in.name)
+}
+
+// stop sends sig and waits for the process to end.
+func (in *instance) stop(sig syscall.Signal) {
+	if in.cmd == nil || in.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-in.exited:
+		return
+	default:
+	}
+	in.cmd.Process.Signal(sig)
+	select {
+	case <-in.exited:
+	case <-time.After(30 * time.Second):
+		in.cmd.Process.Kill()
+		<-in.exited
+		in.t.Errorf("%s did not stop within 30 s of %v", in.name, sig)
+	}
+}
+
+func (in *instance) try(stdin string, args ...string) (string, error) {
+	args = append(args, "--config", in.config)
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("sigillo %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+func (in *instance) cli(stdin string, args ...string) string {
+	in.t.Helper()
+	out, err := in.try(stdin, args...)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	return out
+}
+
+// python runs a scenario of testdata/clients.py against the instance.
+func (in *instance) python(t testing.TB, scenario string, env ...string) string {
+	t.Helper()
+	out, err := in.tryPython(t, scenario, env...)
+	if err != nil {
+		t.Fatalf("scenario %s: %v\n%s", scenario, err, out)
+	}
+	return out
+}
+
+func (in *instance) tryPython(t testing.TB, scenario string, env ...string) (string, error) {
+	py := need(t, "python3")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, py, "testdata/clients.py", scenario)
+	cmd.Env = append(os.Environ(), in.env()...)
+	cmd.Env = append(cmd.Env, env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("scenario %s:\n%s", scenario, out)
+	return string(out), err
+}
+
+func (in *instance) env() []string {
+	e := []string{"CA=" + in.ca, "HOST=127.0.0.1", "MAX_BYTES=1048576"}
+	for name, p := range in.ports {
+		e = append(e, fmt.Sprintf("%s=%d", strings.ToUpper(name), p))
+	}
+	return e
+}
+
+// provision adds a domain and mailboxes with the command line.
+func (in *instance) provision(domain string, mailboxes ...string) {
+	in.t.Helper()
+	in.cli("", "domain", "add", domain)
+	for _, m := range mailboxes {
+		in.cli("secret-"+m+"\n", "mailbox", "add", m, "--password-stdin")
+	}
+}
+
+func password(mailbox string) string { return "secret-" + mailbox }
+
+func TestMailClientsUseTheServer(t *testing.T) {
+	a := newInstance(t, "mail.a.test", "")
+	a.start()
+	a.provision("a.test", "alice@a.test", "bob@a.test")
+	user := []string{"USER=alice@a.test", "PASSWORD=" + password("alice@a.test"), "OTHER=bob@a.test"}
+
+	t.Run("send, read, flag, move, expunge, POP3", func(t *testing.T) { a.python(t, "mailflow", user...) })
+	t.Run("IDLE wakes within 1 s", func(t *testing.T) { a.python(t, "idle", user...) })
+	t.Run("refusals", func(t *testing.T) { a.python(t, "refusals", user...) })
+	t.Run("garbage lines", func(t *testing.T) { a.python(t, "garbage", user...) })
+	t.Run("malformed MIME", func(t *testing.T) { a.python(t, "malformed", user...) })
+	t.Run("curl", func(t *testing.T) {
+		curl := need(t, "curl")
+		msg := filepath.Join(t.TempDir(), "msg.eml")
+		os.WriteFile(msg, []byte("From: alice@a.test\r\nTo: bob@a.test\r\nSubject: by curl\r\n\r\nsent with curl\r\n"), 0o600)
+		run := func(args ...string) string {
+			t.Helper()
+			base := []string{"--silent", "--show-error", "--cacert", a.ca, "--user", "bob@a.test:" + password("bob@a.test")}
+			out, err := exec.Command(curl, append(base, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("curl %v: %v\n%s", args, err, out)
+			}
+			return string(out)
+		}
+		base := []string{"--silent", "--show-error", "--cacert", a.ca, "--user", "alice@a.test:" + password("alice@a.test")}
+		out, err := exec.Command(curl, append(base, fmt.Sprintf("smtps://127.0.0.1:%d", a.ports["submissions"]),
+			"--mail-from", "alice@a.test", "--mail-rcpt", "bob@a.test", "--upload-file", msg)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl smtps: %v\n%s", err, out)
+		}
+		list := run(fmt.Sprintf("imaps://127.0.0.1:%d/INBOX", a.ports["imaps"]), "--request", "SEARCH SUBJECT \"by curl\"")
+		if !strings.Contains(list, "SEARCH") || strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(list), "* SEARCH")) == "" {
+			t.Fatalf("curl imaps SEARCH: %q", list)
+		}
+		uid := strings.Fields(list)[len(strings.Fields(list))-1]
+		body := run(fmt.Sprintf("imaps://127.0.0.1:%d/INBOX;UID=%s", a.ports["imaps"], uid))
+		if !strings.Contains(body, "sent with curl") {
+			t.Fatalf("curl imaps fetch: %q", body)
+		}
+		pop := run(fmt.Sprintf("pop3s://127.0.0.1:%d/", a.ports["pop3s"]))
+		if !strings.Contains(pop, "1 ") {
+			t.Fatalf("curl pop3s LIST: %q", pop)
+		}
+		health, err := exec.Command(curl, "--silent", "--show-error", "--cacert", a.ca, fmt.Sprintf("https://127.0.0.1:%d/healthz", a.ports["https"])).CombinedOutput()
+		if err != nil || !strings.Contains(string(health), `"leader":true`) {
+			t.Fatalf("curl https /healthz: %v %s", err, health)
+		}
+		t.Logf("curl: sent by smtps, found UID %s by imaps, pop3s LIST %q", uid, strings.TrimSpace(pop))
+	})
+	t.Run("command line errors", func(t *testing.T) {
+		for _, c := range []struct {
+			stdin string
+			args  []string
+			want  string
+		}{
+			{"", []string{"domain", "add", "a.test"}, "already exists"},
+			{"", []string{"domain", "add", "not a domain"}, "invalid domain"},
+			{"", []string{"domain", "remove", "a.test"}, "still has 2 mailboxes"},
+			{"x\n", []string{"mailbox", "add", "carol@a.test", "--password-stdin"}, "password too short"},
+			{"long enough pw\n", []string{"mailbox", "add", "carol@a.test"}, "--password-stdin"},
+			{"long enough pw\n", []string{"mailbox", "add", "carol@nowhere.test", "--password-stdin"}, "not hosted here"},
+			{"", []string{"mailbox", "remove", "nobody@a.test"}, "no mailbox"},
+			{"", []string{"frobnicate"}, "unknown command"},
+			{"", []string{"domain", "list", "--bogus"}, "flag provided but not defined"},
+		} {
+			out, err := a.try(c.stdin, c.args...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("sigillo %v: got %v (%q), want an error with %q", c.args, err, out, c.want)
+			}
+			if err != nil && strings.Count(strings.TrimSpace(err.Error()[strings.LastIndex(err.Error(), ": sigillo:")+1:]), "\n") > 0 && c.args[0] != "frobnicate" {
+				t.Errorf("sigillo %v: error is more than one line: %v", c.args, err)
+			}
+		}
+		if _, err := a.try("new password 1\n", "mailbox", "passwd", "bob@a.test", "--password-stdin"); err != nil {
+			t.Fatal(err)
+		}
+		list, err := a.try("", "mailbox", "list", "a.test")
+		if err != nil || !strings.Contains(list, "alice@a.test") || !strings.Contains(list, "bob@a.test") {
+			t.Fatalf("mailbox list: %q", list)
+		}
+	})
+}
+
+func TestMailCrossesToASecondInstanceThroughRoutes(t *testing.T) {
+	b := newInstance(t, "mail.b.test", "")
+	b.start()
+	b.provision("b.test", "bob@b.test")
+	a := newInstance(t, "mail.a.test", fmt.Sprintf("[routes]\n\"b.test\" = \"127.0.0.1:%d\"\n", b.ports["smtp"]))
+	a.start()
+	a.provision("a.test", "alice@a.test")
+
+	a.python(t, "send", "USER=alice@a.test", "PASSWORD="+password("alice@a.test"),
+		"FROM=alice@a.test", "TO=bob@b.test", "SUBJECT=across the routes")
+	b.python(t, "remote", "USER=bob@b.test", "PASSWORD="+password("bob@b.test"), "SUBJECT=across the routes", "WAIT=30")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var items []json.RawMessage
+		out := a.cli("", "queue", "list", "--json")
+		json.Unmarshal([]byte(out), &items)
+		if len(items) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue of a.test not empty after delivery: %s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestNothingIsLostAcrossRestarts(t *testing.T) {
+	dead := freePort(t) // nothing listens there: mail for far.test stays queued
+	a := newInstance(t, "mail.a.test", fmt.Sprintf("[routes]\n\"far.test\" = \"127.0.0.1:%d\"\n", dead))
+	a.start()
+	a.provision("a.test", "alice@a.test")
+	user := []string{"USER=alice@a.test", "PASSWORD=" + password("alice@a.test")}
+	for i := 0; i < 3; i++ {
+		a.python(t, "send", append(user, "FROM=alice@a.test", "TO=alice@a.test", fmt.Sprintf("SUBJECT=local %d", i))...)
+	}
+	a.python(t, "send", append(user, "FROM=alice@a.test", "TO=carol@far.test", "SUBJECT=for far away")...)
+	// Move one message to Archive so that two folders carry state.
+	a.python(t, "mailflow_archive_one", user...)
+	before := state(t, a, user)
+	queueBefore := a.cli("", "queue", "list", "--json")
+	if !strings.Contains(queueBefore, "carol@far.test") {
+		t.Fatalf("remote message not queued: %s", queueBefore)
+	}
+
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		a.stop(sig)
+		a.start()
+		after := state(t, a, user)
+		if after != before {
+			t.Fatalf("after %v: mailbox state changed\nbefore: %s\nafter:  %s", sig, before, after)
+		}
+		q := a.cli("", "queue", "list", "--json")
+		if !strings.Contains(q, "carol@far.test") {
+			t.Fatalf("after %v: queued message lost: %s", sig, q)
+		}
+		t.Logf("after %v: %s; queue still holds carol@far.test", sig, after)
+	}
+}
+
+func state(t *testing.T, in *instance, user []string) string {
+	t.Helper()
+	out := in.python(t, "snapshot", user...)
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "STATE ") {
+			return l
+		}
+	}
+	t.Fatalf("no state in %q", out)
+	return ""
+}
