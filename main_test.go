@@ -8,6 +8,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -282,6 +284,26 @@ func TestMailClientsUseTheServer(t *testing.T) {
 			t.Fatalf("curl https /healthz: %v %s", err, health)
 		}
 		t.Logf("curl: sent by smtps, found UID %s by imaps, pop3s LIST %q", uid, strings.TrimSpace(pop))
+	})
+	t.Run("TLS on every port", func(t *testing.T) {
+		pemBytes, _ := os.ReadFile(a.ca)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pemBytes)
+		for _, l := range []struct {
+			name string
+			alpn []string
+		}{{"submissions", []string{"smtp"}}, {"imaps", []string{"imap"}}, {"pop3s", []string{"pop3"}}, {"https", []string{"h2"}}} {
+			addr := fmt.Sprintf("127.0.0.1:%d", a.ports[l.name])
+			c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "mail.a.test", NextProtos: l.alpn})
+			if err != nil {
+				t.Fatalf("%s: a client offering ALPN %v and trusting the exported root: %v", l.name, l.alpn, err)
+			}
+			c.Close()
+			if c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "mail.a.test", MaxVersion: tls.VersionTLS11}); err == nil {
+				c.Close()
+				t.Fatalf("%s accepted TLS 1.1", l.name)
+			}
+		}
 	})
 	t.Run("command line errors", func(t *testing.T) {
 		for _, c := range []struct {

@@ -83,7 +83,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
-	tlsConf := tlsmgr.ServerConfig(ca)
+	// Each server gets its own copy: net/http adds its ALPN protocols to
+	// the config it is given, which would make IMAP clients that offer
+	// ALPN fail the handshake.
+	tlsConf := func() *tls.Config { return tlsmgr.ServerConfig(ca) }
 
 	limiter := authlimit.Default()
 	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
@@ -102,7 +105,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Store:           store,
 		Proposer:        node,
 		Auth:            auth,
-		TLSConfig:       tlsConf,
+		TLSConfig:       tlsConf(),
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
@@ -112,21 +115,21 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Store:           store,
 		Proposer:        node,
 		Auth:            auth,
-		TLSConfig:       tlsConf,
+		TLSConfig:       tlsConf(),
 		Logger:          log.With("component", "imap"),
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		Now:             opts.Now,
 	}
 	pop3Server := &pop3d.Server{
 		Backend:   pop3Backend{store: store, proposer: node, auth: &accounts.Authenticator{Store: store}},
-		TLSConfig: tlsConf,
+		TLSConfig: tlsConf(),
 		Limiter:   limiter,
 		Hostname:  cfg.Hostname,
 		Logger:    log.With("component", "pop3"),
 	}
 	adminServer := &http.Server{
 		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version}),
-		TLSConfig:         tlsConf,
+		TLSConfig:         tlsConf(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -143,7 +146,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		serve func(net.Listener) error
 	}
 	serveTLS := func(serve func(net.Listener) error) func(net.Listener) error {
-		return func(ln net.Listener) error { return serve(tls.NewListener(ln, tlsConf)) }
+		return func(ln net.Listener) error { return serve(tls.NewListener(ln, tlsConf())) }
 	}
 	plan := []struct {
 		name, addr string
