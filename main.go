@@ -84,7 +84,8 @@ func parse(name string, words []string) (*cli, error) {
 
 func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(argv) == 0 {
-		return errors.New(usage)
+		fmt.Fprintln(stderr, usage)
+		return errors.New("no command given")
 	}
 	cmd, rest := argv[0], argv[1:]
 	switch cmd {
@@ -94,6 +95,11 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	case "help", "--help", "-h":
 		fmt.Fprintln(stdout, usage)
 		return nil
+	}
+	switch cmd {
+	case "serve", "domain", "mailbox", "queue", "ca":
+	default:
+		return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 	}
 	c, err := parse(cmd, rest)
 	if err != nil {
@@ -126,7 +132,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprint(stdout, pem)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 }
 
 func serve(cfg config.Config, stdout, stderr io.Writer) error {

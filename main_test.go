@@ -305,6 +305,17 @@ func TestMailClientsUseTheServer(t *testing.T) {
 			}
 		}
 	})
+	t.Run("private files", func(t *testing.T) {
+		for name, want := range map[string]os.FileMode{"data": 0o700, "data/sigillo.db": 0o600, "data/control.sock": 0o600, "data/raft/raft.db": 0o600} {
+			fi, err := os.Stat(filepath.Join(a.dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("%s has mode %v, want %v", name, fi.Mode().Perm(), want)
+			}
+		}
+	})
 	t.Run("command line errors", func(t *testing.T) {
 		for _, c := range []struct {
 			stdin string

@@ -24,6 +24,7 @@ type controlHandler struct {
 	store    *storage.Store
 	proposer *raftfsm.Node
 	ca       *tlsmgr.LocalCA
+	now      func() time.Time
 }
 
 // DomainInfo and MailboxInfo are what list commands print.
@@ -44,7 +45,7 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 	arg := func(k string) string { return req.Args[k] }
 	switch req.Op {
 	case "domain.add":
-		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: time.Now().Unix()})
+		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix()})
 		return nil, err
 	case "domain.remove":
 		_, err := h.proposer.Apply(ctx, &storage.RemoveDomain{Name: arg("name")})
@@ -70,18 +71,18 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 				return nil, err
 			}
 		}
-		hash, err := passwd.Hash(pw, passwd.Default)
+		hash, err := passwd.Hash(pw, passwd.Default())
 		if err != nil {
 			return nil, err
 		}
-		_, err = h.proposer.Apply(ctx, &storage.AddMailbox{Address: arg("address"), PasswordHash: hash, QuotaBytes: quota, At: time.Now().Unix()})
+		_, err = h.proposer.Apply(ctx, &storage.AddMailbox{Address: arg("address"), PasswordHash: hash, QuotaBytes: quota, At: h.now().Unix()})
 		return nil, err
 	case "mailbox.passwd":
 		pw, err := checkPassword(arg("password"))
 		if err != nil {
 			return nil, err
 		}
-		hash, err := passwd.Hash(pw, passwd.Default)
+		hash, err := passwd.Hash(pw, passwd.Default())
 		if err != nil {
 			return nil, err
 		}
@@ -146,7 +147,7 @@ func parseBytes(s string) (int64, error) {
 		mult, s = 1<<30, strings.TrimSuffix(s, "G")
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || n > (1<<62)/mult {
 		return 0, fmt.Errorf("quota %q: use a byte count like 1073741824, 500M or 2G (0: unlimited)", s)
 	}
 	return n * mult, nil

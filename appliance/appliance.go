@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"sigillo/admin"
@@ -62,7 +63,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		opts.Resolver = net.DefaultResolver
 	}
 	log := opts.Logger
+	// The database holds password hashes and the CA key: nothing the
+	// server writes is for other users, whatever the directory was before.
+	syscall.Umask(0o077)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	store, err := storage.Open(filepath.Join(cfg.DataDir, "sigillo.db"))
@@ -134,7 +141,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ctl := &control.Server{
-		Handler: (&controlHandler{store: store, proposer: node, ca: ca}).handle,
+		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now}).handle,
 		Logger:  log.With("component", "control"),
 	}
 

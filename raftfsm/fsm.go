@@ -62,7 +62,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		select {
 		case <-f.stop:
 			for _, i := range at {
-				out[i] = storage.Result{Err: fmt.Errorf("%w: node stopping: %v", ErrUnavailable, err)}
+				out[i] = storage.Result{Err: fmt.Errorf("%w: node stopping: %w", ErrUnavailable, err)}
 			}
 			return out
 		case <-time.After(backoff):
@@ -73,19 +73,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 }
 
-// Snapshot implements raft.FSM. The copy is made here, while raft holds
-// the FSM still, so it is consistent with the log index raft records.
+// Snapshot implements raft.FSM. It runs on the FSM goroutine, between two
+// applies, and only freezes a read view there: the copy is made in Persist
+// while commands go on being applied.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	dir, err := os.MkdirTemp(filepath.Dir(f.store.Path()), "snapshot-")
+	v, err := f.store.Freeze(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	path := filepath.Join(dir, "db.sqlite")
-	if err := f.store.Snapshot(context.Background(), path); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	return &snapshot{dir: dir, path: path}, nil
+	return &snapshot{view: v, dir: filepath.Dir(f.store.Path())}, nil
 }
 
 // Restore implements raft.FSM: the state becomes the snapshot's.
@@ -95,7 +91,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 }
 
 func restoreFrom(ctx context.Context, store *storage.Store, r io.Reader) error {
-	dir, err := os.MkdirTemp(filepath.Dir(store.Path()), "restore-")
+	dir, err := os.MkdirTemp(filepath.Dir(store.Path()), tempPrefix+"restore-")
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -116,18 +112,13 @@ func restoreFrom(ctx context.Context, store *storage.Store, r io.Reader) error {
 }
 
 type snapshot struct {
-	dir, path string
+	view *storage.View
+	dir  string
 }
 
 // Persist implements raft.FSMSnapshot.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	file, err := os.Open(s.path)
-	if err != nil {
-		sink.Cancel()
-		return fmt.Errorf("persist snapshot: %w", err)
-	}
-	defer file.Close()
-	if _, err := io.Copy(sink, file); err != nil {
+	if err := s.persist(sink); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
@@ -137,5 +128,36 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	return nil
 }
 
+func (s *snapshot) persist(w io.Writer) error {
+	dir, err := os.MkdirTemp(s.dir, tempPrefix+"snapshot-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "db.sqlite")
+	if err := s.view.CopyTo(context.Background(), path); err != nil {
+		return err
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	_, err = io.Copy(w, file)
+	return err
+}
+
 // Release implements raft.FSMSnapshot.
-func (s *snapshot) Release() { os.RemoveAll(s.dir) }
+func (s *snapshot) Release() { s.view.Close() }
+
+// tempPrefix marks the scratch directories of snapshots and restores in
+// the data directory; those left by a crash are removed at the next start.
+const tempPrefix = "tmp-raftfsm-"
+
+// RemoveStaleTemp deletes scratch directories a crash left in dir.
+func RemoveStaleTemp(dir string) {
+	matches, _ := filepath.Glob(filepath.Join(dir, tempPrefix+"*"))
+	for _, m := range matches {
+		os.RemoveAll(m)
+	}
+}

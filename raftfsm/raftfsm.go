@@ -86,6 +86,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
+	RemoveStaleTemp(filepath.Dir(store.Path()))
 	logger := cfg.Logger.With("component", "raft")
 
 	snaps, err := raft.NewFileSnapshotStore(filepath.Join(cfg.Dir), 2, io.Discard)
@@ -103,7 +104,9 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	if err != nil {
 		return nil, fmt.Errorf("raft log store: %w", err)
 	}
-	cache, err := raft.NewLogCache(512, logStore)
+	// Entries carry whole messages: keep the cache small (32 entries of up
+	// to max_message_bytes each).
+	cache, err := raft.NewLogCache(32, logStore)
 	if err != nil {
 		logStore.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
@@ -190,7 +193,7 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	select {
 	case <-n.stopped:
@@ -216,17 +219,17 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
 		// failure and its retry is the client's (SMTP and IMAP are
 		// at-least-once here). The goroutine ends when the future does,
 		// or stays parked on a future that raft dropped at shutdown.
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cmd.Op(), ctx.Err())
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), ctx.Err())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cmd.Op(), err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), err)
 	}
 	res, ok := f.Response().(storage.Result)
 	if !ok {
 		return nil, fmt.Errorf("%w: %s: no result", ErrUnavailable, cmd.Op())
 	}
 	if res.Err != nil && !isRefusal(res.Err) {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cmd.Op(), res.Err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), res.Err)
 	}
 	return res.Value, res.Err
 }

@@ -105,12 +105,12 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 
 	applied, err := s.AppliedIndex(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrTransient, err)
+		return nil, fmt.Errorf("%w: %w", ErrTransient, err)
 	}
 	results := make([]Result, len(entries))
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: begin: %v", ErrTransient, err)
+		return nil, fmt.Errorf("%w: begin: %w", ErrTransient, err)
 	}
 	defer sqlTx.Rollback()
 	tx := &txn{ctx: ctx, tx: sqlTx}
@@ -128,16 +128,16 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 			continue
 		}
 		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT cmd"); err != nil {
-			return nil, fmt.Errorf("%w: savepoint: %v", ErrTransient, err)
+			return nil, fmt.Errorf("%w: savepoint: %w", ErrTransient, err)
 		}
 		mark := len(tx.changes)
 		v, err := cmd.apply(tx)
 		if err != nil {
 			if isTransient(err) {
-				return nil, fmt.Errorf("%w: %s: %v", ErrTransient, cmd.Op(), err)
+				return nil, fmt.Errorf("%w: %s: %w", ErrTransient, cmd.Op(), err)
 			}
 			if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO cmd"); rerr != nil {
-				return nil, fmt.Errorf("%w: rollback to savepoint: %v", ErrTransient, rerr)
+				return nil, fmt.Errorf("%w: rollback to savepoint: %w", ErrTransient, rerr)
 			}
 			tx.changes = tx.changes[:mark]
 			var refusal *Error
@@ -149,18 +149,18 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 			results[i].Value = v
 		}
 		if _, err := sqlTx.ExecContext(ctx, "RELEASE cmd"); err != nil {
-			return nil, fmt.Errorf("%w: release savepoint: %v", ErrTransient, err)
+			return nil, fmt.Errorf("%w: release savepoint: %w", ErrTransient, err)
 		}
 	}
 	if last != applied {
 		if _, err := sqlTx.ExecContext(ctx,
 			"INSERT INTO meta(key, value) VALUES('applied_index', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
 			int64(last)); err != nil {
-			return nil, fmt.Errorf("%w: applied index: %v", ErrTransient, err)
+			return nil, fmt.Errorf("%w: applied index: %w", ErrTransient, err)
 		}
 	}
 	if err := sqlTx.Commit(); err != nil {
-		return nil, fmt.Errorf("%w: commit: %v", ErrTransient, err)
+		return nil, fmt.Errorf("%w: commit: %w", ErrTransient, err)
 	}
 	s.hub.publish(tx.changes)
 	return results, nil

@@ -55,13 +55,15 @@ func newCommand(op string) Command {
 }
 
 // DefaultFolders are made for every new mailbox, with their special use.
-var DefaultFolders = []struct{ Name, SpecialUse string }{
-	{"INBOX", ""},
-	{"Drafts", `\Drafts`},
-	{"Sent", `\Sent`},
-	{"Archive", `\Archive`},
-	{"Junk", `\Junk`},
-	{"Trash", `\Trash`},
+func DefaultFolders() []struct{ Name, SpecialUse string } {
+	return []struct{ Name, SpecialUse string }{
+		{"INBOX", ""},
+		{"Drafts", `\Drafts`},
+		{"Sent", `\Sent`},
+		{"Archive", `\Archive`},
+		{"Junk", `\Junk`},
+		{"Trash", `\Trash`},
+	}
 }
 
 // AddDomain starts hosting a domain.
@@ -151,7 +153,7 @@ func (c *AddMailbox) apply(t *txn) (any, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	for _, f := range DefaultFolders {
+	for _, f := range DefaultFolders() {
 		if _, err := t.createFolder(id, f.Name, f.SpecialUse, c.At); err != nil {
 			return nil, err
 		}
@@ -502,8 +504,10 @@ func (c *RenameFolder) apply(t *txn) (any, error) {
 		t.changed(f.MailboxID, 0)
 		return nil, nil
 	}
-	if _, err := t.exec(`UPDATE folders SET name = ? || substr(name, ?) WHERE mailbox_id=? AND (name=? OR substr(name, 1, ?) = ?)`,
-		c.NewName, len(f.Name)+1, f.MailboxID, f.Name, len(f.Name)+1, f.Name+"/"); err != nil {
+	// substr and length count characters, not bytes: folder names may be
+	// any UTF-8.
+	if _, err := t.exec(`UPDATE folders SET name = ? || substr(name, length(?)+1) WHERE mailbox_id=? AND (name=? OR substr(name, 1, length(?)) = ?)`,
+		c.NewName, f.Name, f.MailboxID, f.Name, f.Name+"/", f.Name+"/"); err != nil {
 		return nil, err
 	}
 	t.changed(f.MailboxID, 0)

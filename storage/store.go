@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // the pure-Go SQLite driver
+	"modernc.org/sqlite" // the pure-Go SQLite driver
 )
 
 // Store is one node's SQLite database.
@@ -118,16 +118,89 @@ func (s *Store) AppliedIndex(ctx context.Context) (uint64, error) {
 	return uint64(v), nil
 }
 
-// Snapshot writes a consistent copy of the database to path (which must not
-// exist) with VACUUM INTO. It holds the write lock only while copying, so
-// commands wait but reads go on.
-func (s *Store) Snapshot(ctx context.Context, path string) error {
+// View is the database frozen at one moment: a read transaction held open
+// on its own connection. WAL mode keeps what it sees fixed while commands
+// go on being applied, so a snapshot is copied without stopping writes.
+type View struct {
+	conn *sql.Conn
+}
+
+// Freeze opens a View of the state as it is now. The caller must Close it.
+func (s *Store) Freeze(ctx context.Context) (*View, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if _, err := s.db.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
-		return fmt.Errorf("snapshot to %s: %w", path, err)
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("freeze: %w", err)
+	}
+	// A deferred BEGIN takes its read snapshot at the first read.
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("freeze: %w", err)
+	}
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM meta").Scan(&n); err != nil {
+		conn.ExecContext(context.Background(), "ROLLBACK")
+		conn.Close()
+		return nil, fmt.Errorf("freeze: %w", err)
+	}
+	return &View{conn: conn}, nil
+}
+
+// backuper is the SQLite online backup API of modernc.org/sqlite's
+// connections.
+type backuper interface {
+	NewBackup(dst string) (*sqlite.Backup, error)
+}
+
+// CopyTo writes the view to a new database file at path with SQLite's
+// online backup, a few pages at a time.
+func (v *View) CopyTo(ctx context.Context, path string) error {
+	err := v.conn.Raw(func(dc any) error {
+		b, ok := dc.(backuper)
+		if !ok {
+			return errors.New("the SQLite driver has no backup API")
+		}
+		bk, err := b.NewBackup(path)
+		if err != nil {
+			return err
+		}
+		for {
+			if err := ctx.Err(); err != nil {
+				bk.Finish()
+				return err
+			}
+			more, err := bk.Step(1024)
+			if err != nil {
+				bk.Finish()
+				return err
+			}
+			if !more {
+				return bk.Finish()
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("copy database to %s: %w", path, err)
 	}
 	return nil
+}
+
+// Close ends the view.
+func (v *View) Close() error {
+	v.conn.ExecContext(context.Background(), "ROLLBACK")
+	return v.conn.Close()
+}
+
+// Snapshot writes a consistent copy of the database to path (which must
+// not exist).
+func (s *Store) Snapshot(ctx context.Context, path string) error {
+	v, err := s.Freeze(ctx)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	return v.CopyTo(ctx, path)
 }
 
 // userTables are the tables copied by Restore, parents before children.

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -59,7 +60,7 @@ func TestAMailboxGetsItsFoldersAndMessagesKeepTheirUIDs(t *testing.T) {
 	}
 	id := a.must(&AddMailbox{Address: "Alice@example.test", PasswordHash: "h", QuotaBytes: 100, At: 1000}).(int64)
 	folders, err := s.Folders(ctx, id)
-	if err != nil || len(folders) != len(DefaultFolders) {
+	if err != nil || len(folders) != len(DefaultFolders()) {
 		t.Fatalf("folders: %v %v", folders, err)
 	}
 	inbox, _ := s.FolderByName(ctx, id, "inbox")
@@ -186,4 +187,57 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded command does not encode: %v", err)
 		}
 	})
+}
+
+func TestAFrozenViewCopiesOnePointInTimeWhileWritesGoOn(t *testing.T) {
+	ctx := context.Background()
+	s, a := newStore(t)
+	a.must(&AddDomain{Name: "before.test"})
+	v, err := s.Freeze(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	// Writes are not blocked by the open view.
+	a.must(&AddDomain{Name: "after.test"})
+	path := filepath.Join(t.TempDir(), "copy.db")
+	if err := v.CopyTo(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	copyStore, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copyStore.Close()
+	ds, _ := copyStore.Domains(ctx)
+	if len(ds) != 1 || ds[0].Name != "before.test" {
+		t.Fatalf("copy holds %+v, want only before.test", ds)
+	}
+	if idx, _ := copyStore.AppliedIndex(ctx); idx != 1 {
+		t.Fatalf("copy applied index %d, want 1", idx)
+	}
+	live, _ := s.Domains(ctx)
+	if len(live) != 2 {
+		t.Fatalf("live store has %d domains", len(live))
+	}
+}
+
+func TestRenamingAFolderTakesItsSubfoldersAlongWhateverTheScript(t *testing.T) {
+	ctx := context.Background()
+	s, a := newStore(t)
+	a.must(&AddDomain{Name: "example.test"})
+	id := a.must(&AddMailbox{Address: "a@example.test", PasswordHash: "h"}).(int64)
+	parent := a.must(&CreateFolder{MailboxID: id, Name: "Ärger"}).(int64)
+	a.must(&CreateFolder{MailboxID: id, Name: "Ärger/sub"})
+	a.must(&CreateFolder{MailboxID: id, Name: "Ärgernis"})
+	a.must(&RenameFolder{FolderID: parent, NewName: "Trouble"})
+	var names []string
+	fs, _ := s.Folders(ctx, id)
+	for _, f := range fs {
+		names = append(names, f.Name)
+	}
+	got := strings.Join(names, ",")
+	if !strings.Contains(got, "Trouble,Trouble/sub") || !strings.Contains(got, "Ärgernis") || strings.Contains(got, "Ärger/") {
+		t.Fatalf("folders after rename: %s", got)
+	}
 }

@@ -25,7 +25,7 @@ type Params struct {
 // Default follows RFC 9106's second recommended option (64 MiB, t=3),
 // trimmed to 19 MiB / t=2 as OWASP suggests for servers that log many users
 // in: ≈20 ms on one core.
-var Default = Params{Memory: 19 * 1024, Time: 2, Threads: 1}
+func Default() Params { return Params{Memory: 19 * 1024, Time: 2, Threads: 1} }
 
 var b64 = base64.RawStdEncoding
 

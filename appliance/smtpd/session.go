@@ -204,7 +204,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		if s.user == nil {
 			return errAuthRequired
 		}
-		if !strings.EqualFold(from, s.user.Address) {
+		if !sameAddress(from, s.user.Address) {
 			s.log.Info("sender refused: not the authenticated user's address", "from", from)
 			return replyf(553, smtp.EnhancedCode{5, 7, 1}, "<%s>: Sender address rejected: not owned by user %s", from, s.user.Address)
 		}
@@ -378,4 +378,28 @@ func (s *session) bounce(ctx context.Context, id string, now time.Time, data []b
 	if queued && s.srv.Enqueued != nil {
 		s.srv.Enqueued()
 	}
+}
+
+// sameAddress compares two addresses ASCII-case-insensitively. Unicode case
+// folding (strings.EqualFold) would let "\u212a" stand for "k".
+func sameAddress(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 0x80 || y >= 0x80 {
+			return false
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
