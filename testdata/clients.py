@@ -375,6 +375,18 @@ def scenario_malformed():
     check(len(u) == 1, "the malformed message arrived")
     typ, data = m.uid("FETCH", str(u[0]), "(BODY.PEEK[] BODYSTRUCTURE)")
     check(typ == "OK" and data[0][1].endswith(bad), "BODY[] returns the malformed bytes unchanged")
+
+    # A 10,000-character line (generated HTML does this) is accepted too.
+    long_line = b"<p>" + b"x" * 10000 + b"</p>"
+    msg = (b"From: " + user.encode() + b"\r\nTo: " + user.encode() + b"\r\nSubject: long line\r\n"
+           b"Content-Type: text/html\r\n\r\n" + long_line + b"\r\n")
+    with smtplib.SMTP_SSL(HOST, port("SMTPS"), context=CTX, timeout=30) as s:
+        s.login(user, E["PASSWORD"])
+        s.sendmail(user, [user], msg)
+    m.select("INBOX")
+    u = uids(m, 'SUBJECT "long line"')
+    typ, data = m.uid("FETCH", str(u[0]), "(BODY.PEEK[TEXT])")
+    check(long_line in data[0][1], "a message with a 10,000-character line arrives whole")
     m.logout()
 
 

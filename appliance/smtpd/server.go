@@ -91,6 +91,7 @@ func (m Mode) String() string {
 const (
 	DefaultMaxMessageBytes = 30 << 20
 	MaxRecipients          = 100
+	MaxLineLength          = 64 << 10
 	// Timeout bounds each read and write of a session (RFC 5321 §4.5.3.2
 	// asks for at least 5 minutes).
 	Timeout = 5 * time.Minute
@@ -179,6 +180,11 @@ func (s *Server) Serve(ln net.Listener, mode Mode) error {
 	inner.Domain = s.hostname()
 	inner.MaxMessageBytes = s.maxBytes()
 	inner.MaxRecipients = MaxRecipients
+	// go-smtp applies one line limit to commands and to DATA. RFC 5321
+	// says 1000 octets, but real mail (generated HTML, long headers)
+	// exceeds it, and Postfix accepts such lines: allow 64 KiB, which
+	// still bounds the memory one line can take.
+	inner.MaxLineLength = MaxLineLength
 	inner.ReadTimeout = Timeout
 	inner.WriteTimeout = Timeout
 	inner.AllowInsecureAuth = false

@@ -327,7 +327,7 @@ func TestGarbageAndLongLinesDoNotStopTheServer(t *testing.T) {
 	bad.cmd("XYZZY plugh", "50")
 	bad.cmd("\x00\xff\xfe garbage \x01", "50")
 	bad.cmd("MAIL FROM:<<<>>>", "501")
-	bad.send(strings.Repeat("A", 5000))
+	bad.send(strings.Repeat("A", MaxLineLength+100))
 	bad.expect("500")
 	if !bad.closed() {
 		t.Errorf("connection still open after an overlong line")
@@ -342,7 +342,7 @@ func TestGarbageAndLongLinesDoNotStopTheServer(t *testing.T) {
 	d.cmd("MAIL FROM:<a@remote.test>", "250")
 	d.cmd("RCPT TO:<bob@example.test>", "250")
 	d.cmd("DATA", "354")
-	d.send("Subject: long\r\n\r\n" + strings.Repeat("B", 5000))
+	d.send("Subject: long\r\n\r\n" + strings.Repeat("B", MaxLineLength+100))
 	d.expect("500")
 
 	// And the server still delivers.
