@@ -6,6 +6,7 @@ package main
 // on 127.0.0.1, trusting the root from `sigillo ca export`.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -84,7 +85,7 @@ func freePort(t testing.TB) int {
 
 // newInstance writes a configuration with fresh ports; extra is appended
 // to it (a [routes] table, say).
-func newInstance(t testing.TB, name, extra string) *instance {
+func newInstance(t testing.TB, name, extra string, top ...string) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	in := &instance{t: t, name: name, dir: dir, config: filepath.Join(dir, "sigillo.toml"), ports: map[string]int{}}
@@ -93,8 +94,8 @@ func newInstance(t testing.TB, name, extra string) *instance {
 		in.ports[l] = freePort(t)
 		fmt.Fprintf(&listen, "%s = \"127.0.0.1:%d\"\n", l, in.ports[l])
 	}
-	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\nmax_message_bytes = 1048576\nlog_level = \"debug\"\n\n[listen]\n%s\n%s",
-		name, filepath.Join(dir, "data"), listen.String(), extra)
+	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\nmax_message_bytes = 1048576\nlog_level = \"debug\"\n%s\n\n[listen]\n%s\n%s",
+		name, filepath.Join(dir, "data"), strings.Join(top, "\n"), listen.String(), extra)
 	if err := os.WriteFile(in.config, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -419,4 +420,61 @@ func state(t *testing.T, in *instance, user []string) string {
 	}
 	t.Fatalf("no state in %q", out)
 	return ""
+}
+
+func TestAClientOverTheConnectionLimitIsToldAndOthersAreServed(t *testing.T) {
+	a := newInstance(t, "mail.a.test", "", "max_connections_per_host = 3")
+	a.start()
+	for _, l := range []struct{ name, greeting, refusal string }{
+		{"smtp", "220 ", "421 4.7.0"},
+		{"imap", "* OK", "* BYE Too many connections"},
+		{"pop3", "+OK", "-ERR [SYS/TEMP] Too many connections"},
+	} {
+		addr := fmt.Sprintf("127.0.0.1:%d", a.ports[l.name])
+		read := func(c net.Conn) string {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			return line
+		}
+		var open []net.Conn
+		for i := 0; i < 3; i++ {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := read(c); !strings.HasPrefix(g, l.greeting) {
+				t.Fatalf("%s connection %d greeted %q", l.name, i+1, g)
+			}
+			open = append(open, c)
+		}
+		over, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := read(over); !strings.HasPrefix(got, l.refusal) {
+			t.Fatalf("%s: fourth connection got %q, want %q", l.name, got, l.refusal)
+		}
+		over.Close()
+		open[0].Close()
+		// The server notices the close when it reads EOF; give it a moment.
+		var g string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			again, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g = read(again)
+			again.Close()
+			if strings.HasPrefix(g, l.greeting) {
+				break
+			}
+		}
+		if !strings.HasPrefix(g, l.greeting) {
+			t.Fatalf("%s: after one closed, a new connection got %q", l.name, g)
+		}
+		for _, c := range open[1:] {
+			c.Close()
+		}
+		t.Logf("%s: 3 connections served, the 4th told %q, a freed slot reused", l.name, l.refusal)
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/authlimit"
 	"sigillo/appliance/config"
+	"sigillo/appliance/connlimit"
 	"sigillo/appliance/control"
 	"sigillo/appliance/imapd"
 	"sigillo/appliance/pop3d"
@@ -174,6 +175,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			return err
 		}},
 	}
+	// What a client over the connection limits is told, on the plain
+	// ports; on the TLS ports the connection is just closed.
+	refusals := map[string]string{
+		"smtp":       "421 4.7.0 " + cfg.Hostname + " Error: too many connections from your address\r\n",
+		"submission": "421 4.7.0 " + cfg.Hostname + " Error: too many connections from your address\r\n",
+		"imap":       "* BYE Too many connections from your address\r\n",
+		"pop3":       "-ERR [SYS/TEMP] Too many connections from your address\r\n",
+	}
 	var listeners []listener
 	closeAll := func() {
 		for _, l := range listeners {
@@ -189,6 +198,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			closeAll()
 			return fmt.Errorf("listen %s on %s: %w", p.name, p.addr, err)
 		}
+		ln = &connlimit.Listener{Listener: ln, Total: cfg.MaxConnections, PerHost: cfg.MaxConnectionsPerHost, Refusal: refusals[p.name]}
 		listeners = append(listeners, listener{p.name, ln, p.serve})
 	}
 	ctlLn, err := control.Listen(cfg.ControlSocket())

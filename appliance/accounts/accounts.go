@@ -38,6 +38,11 @@ const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2lnaWxsb2R1bW15c2FsdA$7Zy4mjf
 // waits the penalty for remote's host before returning ErrAuthFailed.
 func (a *Authenticator) Login(ctx context.Context, username, password string, remote net.Addr) (storage.Mailbox, error) {
 	host := authlimit.Host(remote)
+	if a.Limiter != nil {
+		if err := a.Limiter.Admit(ctx, host); err != nil {
+			return storage.Mailbox{}, fmt.Errorf("login %s: %w", username, err)
+		}
+	}
 	mb, err := a.Store.MailboxByAddress(ctx, username)
 	if err != nil && !storage.IsCode(err, storage.ErrNotFound) {
 		return storage.Mailbox{}, fmt.Errorf("login %s: %w", username, err)

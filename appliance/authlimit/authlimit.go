@@ -27,8 +27,9 @@ type Limiter struct {
 }
 
 type record struct {
-	failures int
-	last     time.Time
+	failures  int
+	last      time.Time
+	notBefore time.Time // the next attempt's slot, for a host under penalty
 }
 
 // New returns a Limiter that doubles the delay from base with each failure
@@ -83,6 +84,38 @@ func (l *Limiter) Failed(ctx context.Context, host string) time.Duration {
 	return d
 }
 
+// Admit waits until host may try a password: at once for a host without
+// recent failures; otherwise attempts are spaced by the current penalty,
+// however many connections the host opens in parallel, so the guessing
+// rate stays bounded. Call it before checking a password.
+func (l *Limiter) Admit(ctx context.Context, host string) error {
+	l.mu.Lock()
+	now := l.now()
+	r := l.hosts[host]
+	if r == nil || r.failures == 0 || now.Sub(r.last) > l.window {
+		l.mu.Unlock()
+		return nil
+	}
+	slot := r.notBefore
+	if slot.Before(now) {
+		slot = now
+	}
+	r.notBefore = slot.Add(l.delay(r.failures))
+	l.mu.Unlock()
+	wait := slot.Sub(now)
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Succeeded forgets the failures of host.
 func (l *Limiter) Succeeded(host string) {
 	l.mu.Lock()
@@ -120,8 +153,13 @@ func (l *Limiter) record(host string) time.Duration {
 	}
 	r.failures++
 	r.last = now
+	return l.delay(r.failures)
+}
+
+// delay is the penalty after n failures in a row.
+func (l *Limiter) delay(n int) time.Duration {
 	d := l.base
-	for i := 1; i < r.failures && d < l.max; i++ {
+	for i := 1; i < n && d < l.max; i++ {
 		d *= 2
 	}
 	if d > l.max {

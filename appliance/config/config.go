@@ -30,6 +30,10 @@ type Config struct {
 	Routes map[string]string `toml:"routes"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// MaxConnections and MaxConnectionsPerHost bound the connections each
+	// listener holds at once, in all and from one client address (IPv6: /64).
+	MaxConnections        int `toml:"max_connections"`
+	MaxConnectionsPerHost int `toml:"max_connections_per_host"`
 }
 
 // Listen is the [listen] table.
@@ -62,7 +66,9 @@ func Default() Config {
 			POP3S:       "127.0.0.1:2995",
 			HTTPS:       "127.0.0.1:8443",
 		},
-		LogLevel: "info",
+		LogLevel:              "info",
+		MaxConnections:        2000,
+		MaxConnectionsPerHost: 50,
 	}
 }
 
@@ -122,6 +128,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(hop); err != nil {
 			return fmt.Errorf("routes.%q: %q is not host:port", dom, hop)
 		}
+	}
+	if c.MaxConnections < 1 || c.MaxConnectionsPerHost < 1 {
+		return errors.New("max_connections and max_connections_per_host must be at least 1")
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

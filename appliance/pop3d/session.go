@@ -490,6 +490,10 @@ func (s *session) cmdAUTH(cmd command) error {
 // login checks credentials and, on success, enters the TRANSACTION state.
 // The password is never logged.
 func (s *session) login(user, pass, mech string) error {
+	// A host under penalty gets its attempts spaced, across connections.
+	if err := s.srv.limiter.Admit(s.ctx, s.host); err != nil {
+		return s.tempFail("server shutting down")
+	}
 	md, err := s.srv.Backend.Login(s.ctx, user, pass)
 	if err == nil && md == nil {
 		err = errors.New("backend returned no maildrop")
