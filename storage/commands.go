@@ -347,10 +347,54 @@ type QueueRetry struct {
 	Recipients  []string `json:"recipients"`
 	NextAttempt int64    `json:"next_attempt"`
 	LastError   string   `json:"last_error"`
+	// Bounce, if set, is the delivery status notification for the
+	// recipients that failed, stored in the same transaction, so that a
+	// crash can neither lose it nor send it twice.
+	Bounce *Deliver `json:"bounce,omitempty"`
 }
 
 // Op implements Command.
-func (*QueueRetry) Op() string { return "queue-retry" }
+func (*QueueRetry) Op() string            { return "queue-retry" }
+func (c *QueueRetry) payload() []byte     { return bouncePayload(c.Bounce) }
+func (c *QueueRetry) setPayload(p []byte) { setBouncePayload(c.Bounce, p) }
+
+func bouncePayload(b *Deliver) []byte {
+	if b == nil {
+		return nil
+	}
+	return b.Data
+}
+
+func setBouncePayload(b *Deliver, p []byte) {
+	if b != nil {
+		b.Data = p
+	}
+}
+
+// deliverBounce applies a bounce carried by a queue command. A bounce the
+// store refuses (its sender's mailbox was removed meanwhile) is dropped,
+// not allowed to hold the queue item forever; it is undone whole.
+func deliverBounce(t *txn, b *Deliver) error {
+	if b == nil {
+		return nil
+	}
+	if _, err := t.exec("SAVEPOINT bounce"); err != nil {
+		return err
+	}
+	mark := len(t.changes)
+	_, err := b.apply(t)
+	var refusal *Error
+	if errors.As(err, &refusal) {
+		if _, err := t.exec("ROLLBACK TO bounce"); err != nil {
+			return err
+		}
+		t.changes = t.changes[:mark]
+	} else if err != nil {
+		return fmt.Errorf("bounce: %w", err)
+	}
+	_, err = t.exec("RELEASE bounce")
+	return err
+}
 
 func (c *QueueRetry) apply(t *txn) (any, error) {
 	rcpts, _ := json.Marshal(c.Recipients)
@@ -362,16 +406,20 @@ func (c *QueueRetry) apply(t *txn) (any, error) {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil, refuse(ErrNotFound, "no queue item %s", c.ID)
 	}
-	return nil, nil
+	return nil, deliverBounce(t, c.Bounce)
 }
 
 // QueueRemove takes a message off the outbound queue (delivered, or bounced).
 type QueueRemove struct {
 	ID string `json:"id"`
+	// Bounce is as in QueueRetry.
+	Bounce *Deliver `json:"bounce,omitempty"`
 }
 
 // Op implements Command.
-func (*QueueRemove) Op() string { return "queue-remove" }
+func (*QueueRemove) Op() string            { return "queue-remove" }
+func (c *QueueRemove) payload() []byte     { return bouncePayload(c.Bounce) }
+func (c *QueueRemove) setPayload(p []byte) { setBouncePayload(c.Bounce, p) }
 
 func (c *QueueRemove) apply(t *txn) (any, error) {
 	var sha string
@@ -380,7 +428,10 @@ func (c *QueueRemove) apply(t *txn) (any, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	return nil, t.releaseBlob(sha)
+	if err := t.releaseBlob(sha); err != nil {
+		return nil, err
+	}
+	return nil, deliverBounce(t, c.Bounce)
 }
 
 // CreateFolder makes a folder in a mailbox.

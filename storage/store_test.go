@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // applier feeds commands to a Store the way the raft FSM does, one log
@@ -239,5 +240,37 @@ func TestRenamingAFolderTakesItsSubfoldersAlongWhateverTheScript(t *testing.T) {
 	got := strings.Join(names, ",")
 	if !strings.Contains(got, "Trouble,Trouble/sub") || !strings.Contains(got, "Ärgernis") || strings.Contains(got, "Ärger/") {
 		t.Fatalf("folders after rename: %s", got)
+	}
+}
+
+func TestABounceGoesWithItsQueueUpdateOrNotAtAll(t *testing.T) {
+	ctx := context.Background()
+	s, a := newStore(t)
+	a.must(&AddDomain{Name: "example.test"})
+	id := a.must(&AddMailbox{Address: "a@example.test", PasswordHash: "h"}).(int64)
+	a.must(&Deliver{Outbound: &Outbound{ID: "Q1", Sender: "a@example.test", Recipients: []string{"x@far.test"}}, Data: []byte("original")})
+	a.must(&Deliver{Outbound: &Outbound{ID: "Q2", Sender: "gone@example.test", Recipients: []string{"x@far.test"}}, Data: []byte("original 2")})
+
+	// A retry carrying a bounce stores both.
+	a.must(&QueueRetry{ID: "Q1", Recipients: []string{"x@far.test"}, NextAttempt: 99, Bounce: &Deliver{Targets: []Target{{MailboxID: id}}, Data: []byte("DSN one")}})
+	inbox, _ := s.FolderByName(ctx, id, "INBOX")
+	if msgs, _ := s.Messages(ctx, inbox.ID); len(msgs) != 1 {
+		t.Fatalf("bounce not delivered with the retry: %d messages", len(msgs))
+	}
+	// A removal whose bounce names a folder that does not exist: the
+	// bounce is dropped whole, the removal still happens.
+	a.must(&QueueRemove{ID: "Q2", Bounce: &Deliver{Targets: []Target{{MailboxID: id}, {MailboxID: id, Folder: "Nope"}}, Data: []byte("DSN two")}})
+	if msgs, _ := s.Messages(ctx, inbox.ID); len(msgs) != 1 {
+		t.Fatalf("a refused bounce was half-delivered: %d messages", len(msgs))
+	}
+	items, _ := s.QueueItems(ctx, time.Time{})
+	if len(items) != 1 || items[0].ID != "Q1" || items[0].Attempts != 1 {
+		t.Fatalf("queue: %+v", items)
+	}
+	// The payload survives encoding.
+	b, _ := Encode(&QueueRemove{ID: "Q1", Bounce: &Deliver{Data: []byte("dsn bytes")}})
+	c, err := Decode(b)
+	if err != nil || string(c.(*QueueRemove).Bounce.Data) != "dsn bytes" {
+		t.Fatalf("decode: %+v %v", c, err)
 	}
 }

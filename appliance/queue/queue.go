@@ -319,11 +319,15 @@ func (r *Runner) process(ctx context.Context, it storage.QueueItem) bool {
 		}
 	}
 
+	var bounce *storage.Deliver
+	bounceQueued := false
 	if len(failures) > 0 {
-		if err := r.bounce(ctx, it, msg, failures); err != nil {
+		var err error
+		bounce, bounceQueued, err = r.bounce(ctx, it, msg, failures)
+		if err != nil {
 			// Keep the failed recipients so the bounce is not lost: they
 			// are tried (and refused) again, and bounced then.
-			log.Error("cannot queue the bounce; keeping the recipients to retry", "err", err)
+			log.Error("cannot make the bounce; keeping the recipients to retry", "err", err)
 			for _, f := range failures {
 				remaining = append(remaining, f.Recipient)
 				if lastErr == "" {
@@ -333,16 +337,18 @@ func (r *Runner) process(ctx context.Context, it storage.QueueItem) bool {
 		}
 	}
 
+	// The bounce and the queue update are one command: a crash between
+	// them can neither lose the bounce nor send it twice.
 	var cmd storage.Command
 	if len(remaining) == 0 {
-		cmd = &storage.QueueRemove{ID: it.ID}
+		cmd = &storage.QueueRemove{ID: it.ID, Bounce: bounce}
 	} else {
 		next := now.Add(Backoff(it.Attempts + 1))
 		// The last attempt is at expiry, and bounces if it fails.
 		if end := it.CreatedAt.Add(r.maxAge()); next.After(end) && now.Before(end) {
 			next = end
 		}
-		cmd = &storage.QueueRetry{ID: it.ID, Recipients: remaining, NextAttempt: next.Unix(), LastError: lastErr}
+		cmd = &storage.QueueRetry{ID: it.ID, Recipients: remaining, NextAttempt: next.Unix(), LastError: lastErr, Bounce: bounce}
 	}
 	if _, err := r.Proposer.Apply(ctx, cmd); err != nil {
 		if storage.IsCode(err, storage.ErrNotFound) {
@@ -351,22 +357,29 @@ func (r *Runner) process(ctx context.Context, it storage.QueueItem) bool {
 		log.Error("cannot record the delivery attempt", "op", cmd.Op(), "err", err)
 		return false
 	}
+	if bounce != nil {
+		log.Info("bounced", "sender", it.Sender, "recipients", len(failures))
+		if bounceQueued {
+			r.Kick()
+		}
+	}
 	return true
 }
 
-// bounce sends a DSN for failures to the item's sender; a message with the
-// null sender is never bounced.
-func (r *Runner) bounce(ctx context.Context, it storage.QueueItem, msg []byte, failures []Failure) error {
+// bounce makes the DSN for failures to the item's sender, to be applied
+// with the queue update; a message with the null sender is never bounced
+// (nil command). queued tells whether the DSN goes on the outbound queue.
+func (r *Runner) bounce(ctx context.Context, it storage.QueueItem, msg []byte, failures []Failure) (cmd *storage.Deliver, queued bool, err error) {
 	log := r.logger().With("queue_id", it.ID)
 	if it.Sender == "" {
 		for _, f := range failures {
 			log.Warn("undeliverable message with null sender dropped (never bounce a bounce)",
 				"to", f.Recipient, "dsn", f.Status, "reason", f.Diagnostic)
 		}
-		return nil
+		return nil, false, nil
 	}
 	now := r.now()
-	cmd, queued, err := BounceCommand(ctx, r.Store, Bounce{
+	cmd, queued, err = BounceCommand(ctx, r.Store, Bounce{
 		Hostname: r.hostname(),
 		Sender:   it.Sender,
 		QueueID:  it.ID,
@@ -375,18 +388,10 @@ func (r *Runner) bounce(ctx context.Context, it storage.QueueItem, msg []byte, f
 		Original: msg,
 	}, now)
 	if err != nil {
-		return err
+		return nil, false, fmt.Errorf("bounce to %s: %w", it.Sender, err)
 	}
 	if cmd == nil {
 		log.Warn("no mailbox for the sender of a bounced message", "sender", it.Sender)
-		return nil
 	}
-	if _, err := r.Proposer.Apply(ctx, cmd); err != nil {
-		return fmt.Errorf("deliver bounce to %s: %w", it.Sender, err)
-	}
-	log.Info("bounced", "sender", it.Sender, "recipients", len(failures))
-	if queued {
-		r.Kick()
-	}
-	return nil
+	return cmd, queued, nil
 }
