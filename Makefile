@@ -27,6 +27,7 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./storage/
 	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/pop3d/
+	$(GO) test -run '^$$' -fuzz FuzzRendering -fuzztime 30s ./appliance/imapd/
 
 clean:
 	rm -rf bin

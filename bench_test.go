@@ -115,7 +115,7 @@ func BenchmarkAppliance(b *testing.B) {
 		b.ReportMetric(d.Seconds()*1000, "ms_fetch_"+strings.Fields(what.name)[0])
 	}
 	rss := peakRSS(in)
-	fmt.Printf("server peak RSS: %.1f MiB\n", float64(rss)/1024)
+	fmt.Printf("server peak RSS: %.1f MiB (now: %s)\n", float64(rss)/1024, rssNow(in))
 	b.ReportMetric(float64(rss)/1024, "MiB_peak_RSS")
 }
 
@@ -144,6 +144,21 @@ func sendOne(c *smtp.Client, user string, body []byte) error {
 		return err
 	}
 	return w.Close()
+}
+
+// rssNow tells the anonymous (heap) and file-backed (mmap) parts of RSS.
+func rssNow(in *instance) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", in.cmd.Process.Pid))
+	if err != nil {
+		return "?"
+	}
+	var parts []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "RssFile:") {
+			parts = append(parts, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // peakRSS reads VmHWM of the server process, in KiB.
