@@ -159,8 +159,10 @@ def scenario_idle():
 
     def deliver():
         time.sleep(0.3)
-        send_smtps(user, user, "wake up")
+        # From before the SMTP connection: an upper bound on the delay
+        # from acceptance to EXISTS (it includes TLS, AUTH and DATA).
         sent_at["t"] = time.monotonic()
+        send_smtps(user, user, "wake up")
 
     t = threading.Thread(target=deliver)
     t.start()
@@ -175,9 +177,9 @@ def scenario_idle():
             break
     t.join()
     check(got is not None, "EXISTS arrived during IDLE")
-    delay = got - sent_at.get("t", got)
-    print("idle wake-up after the SMTP 250: %.3f s" % max(delay, 0.0))
-    check(delay < 1.0, "IDLE wake-up within 1 s of acceptance (%.3f s)" % delay)
+    delay = got - sent_at["t"]
+    print("idle wake-up, counted from the start of the SMTP session: %.3f s" % delay)
+    check(delay < 1.0, "IDLE wake-up within 1 s of acceptance (%.3f s, upper bound)" % delay)
     m.send(b"DONE\r\n")
     while True:
         line = m.readline()
