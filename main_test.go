@@ -26,6 +26,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"sigillo/appliance/apptest"
 )
 
 var binary string
@@ -47,20 +49,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need finds a tool the scenario uses: under CI a missing tool fails the
-// test, elsewhere it skips loudly.
-func need(t testing.TB, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed, and CI must run this test", tool)
-	}
-	t.Skipf("SKIPPING: %s is not installed; this test did not run", tool)
-	return ""
-}
+// need finds a tool the scenario uses (see apptest.NeedTool).
+func need(t testing.TB, tool string) string { return apptest.NeedTool(t, tool) }
 
 // instance is one running sigillo process.
 type instance struct {

@@ -4,77 +4,41 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/apptest"
 	"sigillo/appliance/authlimit"
 	"sigillo/appliance/passwd"
 	"sigillo/storage"
 )
 
-// testProposer applies commands to the store directly, one log index after
-// the other, as the raft FSM would. With fail set it refuses everything the
-// way a node without quorum does.
-type testProposer struct {
-	store *storage.Store
-	fail  atomic.Bool
-
-	mu    sync.Mutex
-	index uint64
-}
-
+// errNoQuorum is what the proposer fails with while a test makes raft
+// unavailable.
 var errNoQuorum = errors.New("raft: no quorum (test)")
-
-func (p *testProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
-	if p.fail.Load() {
-		return nil, errNoQuorum
-	}
-	data, err := storage.Encode(cmd)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.index++
-	res, err := p.store.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
-	if err != nil {
-		return nil, err
-	}
-	return res[0].Value, res[0].Err
-}
 
 // env is a running server with one account.
 type env struct {
 	t        *testing.T
 	store    *storage.Store
-	proposer *testProposer
+	proposer *apptest.Proposer
 	srv      *Server
 	plain    string // host:port without TLS (STARTTLS)
 	tls      string // host:port with implicit TLS
-	caFile   string
-	caPool   *x509.CertPool
+	pki      *apptest.PKI
 	user     string
 	pass     string
 	mailbox  int64
@@ -91,23 +55,16 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &env{t: t, store: store, proposer: &testProposer{store: store}, user: "alice@example.test", pass: "correct horse", logs: &syncBuffer{}}
+	e := &env{t: t, store: store, proposer: apptest.NewProposer(store), pki: apptest.NewPKI(t), user: "alice@example.test", pass: "correct horse", logs: &syncBuffer{}}
 	e.must(&storage.AddDomain{Name: "example.test", At: 1})
 	e.mailbox = e.addMailbox(e.user, e.pass, 0)
-
-	serverConf, pool, caPEM := testCerts(t)
-	e.caPool = pool
-	e.caFile = filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(e.caFile, caPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
 
 	e.srv = &Server{
 		Store:    store,
 		Proposer: e.proposer,
 		Auth: &accounts.Authenticator{Store: store,
 			Limiter: authlimit.New(time.Now, 10*time.Millisecond, 50*time.Millisecond, time.Minute)},
-		TLSConfig:       serverConf,
+		TLSConfig:       e.pki.ServerConfig(),
 		Logger:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		MaxMessageBytes: testMaxMessage,
 		Now:             func() time.Time { return time.Date(2024, 3, 5, 10, 20, 30, 0, time.UTC) },
@@ -149,11 +106,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) must(c storage.Command) any {
 	e.t.Helper()
-	v, err := e.proposer.Apply(context.Background(), c)
-	if err != nil {
-		e.t.Fatalf("%s: %v", c.Op(), err)
-	}
-	return v
+	return e.proposer.Must(e.t, c)
 }
 
 func (e *env) addMailbox(addr, pass string, quota int64) int64 {
@@ -198,7 +151,7 @@ func (e *env) messages(name string) []storage.Message {
 func (e *env) client(h *imapclient.UnilateralDataHandler) *imapclient.Client {
 	e.t.Helper()
 	c, err := imapclient.DialTLS(e.tls, &imapclient.Options{
-		TLSConfig:             &tls.Config{RootCAs: e.caPool, ServerName: "localhost"},
+		TLSConfig:             e.pki.ClientConfig("localhost"),
 		UnilateralDataHandler: h,
 	})
 	if err != nil {
@@ -209,54 +162,6 @@ func (e *env) client(h *imapclient.UnilateralDataHandler) *imapclient.Client {
 		e.t.Fatalf("login: %v", err)
 	}
 	return c
-}
-
-// testCerts makes a CA and a certificate for localhost/127.0.0.1 signed by it.
-func testCerts(t *testing.T) (*tls.Config, *x509.CertPool, []byte) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "sigillo test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	conf := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
-	return conf, pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 }
 
 type syncBuffer struct {
@@ -276,25 +181,12 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// python finds python3, or fails the test under CI and skips it elsewhere.
-func python(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("python3")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("python3 is needed for the imaplib interoperability tests: %v", err)
-		}
-		t.Skipf("!!! SKIPPING: python3 not found (%v): the imaplib interoperability tests did not run !!!", err)
-	}
-	return p
-}
-
 // runPython runs script with the environment of e. onLine, if set, sees each
 // line the script prints as it prints it (the script flushes). The script
 // must print "PASS" last.
 func (e *env) runPython(script string, onLine func(line string)) string {
 	e.t.Helper()
-	py := python(e.t)
+	py := apptest.NeedTool(e.t, "python3")
 	path := filepath.Join(e.t.TempDir(), "client.py")
 	if err := os.WriteFile(path, []byte(pythonPrelude+script), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -306,7 +198,7 @@ func (e *env) runPython(script string, onLine func(line string)) string {
 	_, plainPort, _ := net.SplitHostPort(e.plain)
 	cmd.Env = append(os.Environ(),
 		"IMAP_HOST="+host, "IMAPS_PORT="+tlsPort, "IMAP_PORT="+plainPort,
-		"CAFILE="+e.caFile, "IMAP_USER="+e.user, "IMAP_PASS="+e.pass,
+		"CAFILE="+e.pki.CAFile, "IMAP_USER="+e.user, "IMAP_PASS="+e.pass,
 		fmt.Sprintf("MAX_MESSAGE=%d", testMaxMessage))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -264,7 +264,7 @@ func TestUnavailableProposerChangesNothing(t *testing.T) {
 	e.deliver("INBOX", []byte("Subject: one\r\n\r\nbody\r\n"))
 	c := e.client(nil)
 	selectBox(t, c, "INBOX")
-	e.proposer.fail.Store(true)
+	e.proposer.FailWith(errNoQuorum)
 
 	app := c.Append("INBOX", 4, nil)
 	app.Write([]byte("x\r\n\r"))
@@ -298,7 +298,7 @@ func TestUnavailableProposerChangesNothing(t *testing.T) {
 	if _, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect(); err != nil {
 		t.Fatalf("peek without quorum: %v", err)
 	}
-	e.proposer.fail.Store(false)
+	e.proposer.FailWith(nil)
 	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
 		t.Fatalf("store after recovery: %v", err)
 	}
@@ -412,7 +412,7 @@ func TestServeOnTLSListener(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- e.srv.Serve(tls.NewListener(ln, e.srv.TLSConfig), true) }()
-	c, err := imapclient.DialTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: &tls.Config{RootCAs: e.caPool, ServerName: "localhost"}})
+	c, err := imapclient.DialTLS(ln.Addr().String(), &imapclient.Options{TLSConfig: e.pki.ClientConfig("localhost")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +449,7 @@ func TestShutdownEndsEverySession(t *testing.T) {
 		idlers = append(idlers, c)
 	}
 	// A logged-in raw client, to see the BYE.
-	raw, err := tls.Dial("tcp", e.tls, &tls.Config{RootCAs: e.caPool, ServerName: "localhost"})
+	raw, err := tls.Dial("tcp", e.tls, e.pki.ClientConfig("localhost"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +514,7 @@ func TestShutdownEndsEverySession(t *testing.T) {
 func TestIdleClientVanishes(t *testing.T) {
 	e := newEnv(t)
 	for i := 0; i < 5; i++ {
-		raw, err := tls.Dial("tcp", e.tls, &tls.Config{RootCAs: e.caPool, ServerName: "localhost"})
+		raw, err := tls.Dial("tcp", e.tls, e.pki.ClientConfig("localhost"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,26 +3,18 @@ package pop3d
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"sigillo/appliance/apptest"
 	"sigillo/appliance/authlimit"
 )
 
@@ -164,79 +156,12 @@ func (d *memDrop) Close() error {
 	return nil
 }
 
-// testPKI is a throw-away CA and a server certificate for 127.0.0.1 and
-// localhost signed by it.
-type testPKI struct {
-	serverCert tls.Certificate
-	pool       *x509.CertPool
-	caFile     string // PEM of the CA, for Python
-}
-
-func newTestPKI(t testing.TB) *testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "pop3d test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testPKI{
-		serverCert: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key},
-		pool:       pool,
-		caFile:     caFile,
-	}
-}
-
-func (p *testPKI) clientConfig() *tls.Config {
-	return &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-}
-
 // testEnv is a running server with a plain (pop3) and an implicit TLS
 // (pop3s) listener.
 type testEnv struct {
 	srv       *Server
 	be        *memBackend
-	pki       *testPKI
+	pki       *apptest.PKI
 	plainAddr string
 	tlsAddr   string
 	serveErrs chan error
@@ -265,11 +190,11 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 func startEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
-	pki := newTestPKI(t)
+	pki := apptest.NewPKI(t)
 	be := newMemBackend()
 	srv := &Server{
 		Backend:   be,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pki.serverCert}, MinVersion: tls.VersionTLS12},
+		TLSConfig: pki.ServerConfig(),
 		Limiter:   authlimit.New(nil, time.Millisecond, 2*time.Millisecond, time.Minute),
 		Hostname:  "pop.test.example",
 		Logger:    testLogger(t),
@@ -348,7 +273,7 @@ func dialPlain(t *testing.T, e *testEnv) *rawClient {
 
 func dialTLS(t *testing.T, e *testEnv) *rawClient {
 	t.Helper()
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: e.pki.clientConfig()}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: e.pki.ClientConfig("127.0.0.1")}
 	c, err := d.Dial("tcp", e.tlsAddr)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"sigillo/appliance/apptest"
 )
 
 // These tests drive the server with Python's poplib, an independent POP3
@@ -108,21 +110,6 @@ type poplibResult struct {
 	UIDLAfterDrop  []string `json:"uidl_after_drop"`
 }
 
-// needPython returns the python3 path. Without it the test is skipped,
-// loudly, except in CI where a missing interpreter is a failure.
-func needPython(t *testing.T) string {
-	t.Helper()
-	py, err := exec.LookPath("python3")
-	if err == nil {
-		return py
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("python3 not found (%v): the poplib interoperability tests cannot run in CI", err)
-	}
-	t.Skipf("!!! python3 not found (%v): SKIPPING the poplib interoperability tests; install python3 to run them !!!", err)
-	return ""
-}
-
 func runPoplib(t *testing.T, py, mode, addr, cafile string) poplibResult {
 	t.Helper()
 	script := filepath.Join(t.TempDir(), "client.py")
@@ -149,7 +136,7 @@ func runPoplib(t *testing.T, py, mode, addr, cafile string) poplibResult {
 }
 
 func TestPoplib(t *testing.T) {
-	py := needPython(t)
+	py := apptest.NeedTool(t, "python3")
 	for _, mode := range []string{"ssl", "stls"} {
 		t.Run(mode, func(t *testing.T) {
 			e := startEnv(t)
@@ -157,7 +144,7 @@ func TestPoplib(t *testing.T) {
 			if mode == "stls" {
 				addr = e.plainAddr
 			}
-			res := runPoplib(t, py, mode, addr, e.pki.caFile)
+			res := runPoplib(t, py, mode, addr, e.pki.CAFile)
 			e.waitSessionsGone(t)
 			checkPoplib(t, mode, res)
 

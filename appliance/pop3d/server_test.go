@@ -36,7 +36,7 @@ func TestPlainPortRequiresSTLSBeforeAuth(t *testing.T) {
 	c.cmd("STAT", "-ERR")
 
 	c.cmd("STLS", "+OK")
-	tc := tls.Client(c.conn, e.pki.clientConfig())
+	tc := tls.Client(c.conn, e.pki.ClientConfig("127.0.0.1"))
 	if err := tc.Handshake(); err != nil {
 		t.Fatalf("STLS handshake: %v", err)
 	}

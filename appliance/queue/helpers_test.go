@@ -3,19 +3,12 @@ package queue_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"log/slog"
-	"math/big"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,56 +16,12 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/apptest"
 	"sigillo/appliance/passwd"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/smtpd"
 	"sigillo/storage"
 )
-
-// testProposer applies commands straight to the store, one log index after
-// the other, as the raft FSM does; with fail set it fails like an
-// unavailable raft, applying nothing.
-type testProposer struct {
-	mu    sync.Mutex
-	store *storage.Store
-	index uint64
-	fail  atomic.Pointer[error]
-}
-
-func (p *testProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
-	if e := p.fail.Load(); e != nil {
-		return nil, *e
-	}
-	data, err := storage.Encode(cmd)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.index++
-	res, err := p.store.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
-	if err != nil {
-		return nil, err
-	}
-	return res[0].Value, res[0].Err
-}
-
-func (p *testProposer) setFail(err error) {
-	if err == nil {
-		p.fail.Store(nil)
-		return
-	}
-	p.fail.Store(&err)
-}
-
-func (p *testProposer) must(t *testing.T, cmd storage.Command) any {
-	t.Helper()
-	v, err := p.Apply(context.Background(), cmd)
-	if err != nil {
-		t.Fatalf("%s: %v", cmd.Op(), err)
-	}
-	return v
-}
 
 // clock is the injected time, moved by the tests.
 type clock struct {
@@ -90,41 +39,6 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
-}
-
-type testPKI struct {
-	cert tls.Certificate
-	pool *x509.CertPool
-}
-
-func newTestPKI(t testing.TB) *testPKI {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "queue test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return &testPKI{cert: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}, pool: pool}
 }
 
 // logBuf collects log output for assertions, and echoes it to t.Log.
@@ -161,33 +75,33 @@ type host struct {
 	t       *testing.T
 	name    string
 	store   *storage.Store
-	prop    *testProposer
+	prop    *apptest.Proposer
 	srv     *smtpd.Server
 	inbound string
 	subs    string
 	mbox    map[string]int64
 }
 
-func newHost(t *testing.T, name string, pki *testPKI, clk *clock, tlsConf *tls.Config, enqueued func(), domains []string, mailboxes ...string) *host {
+func newHost(t *testing.T, name string, pki *apptest.PKI, clk *clock, tlsConf *tls.Config, enqueued func(), domains []string, mailboxes ...string) *host {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(t.TempDir(), name+".sqlite"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	h := &host{t: t, name: name, store: store, prop: &testProposer{store: store}, mbox: map[string]int64{}}
+	h := &host{t: t, name: name, store: store, prop: apptest.NewProposer(store), mbox: map[string]int64{}}
 	for _, d := range domains {
-		h.prop.must(t, &storage.AddDomain{Name: d, At: 1})
+		h.prop.Must(t, &storage.AddDomain{Name: d, At: 1})
 	}
 	hash, err := passwd.Hash(password, passwd.Params{Memory: 64, Time: 1, Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range mailboxes {
-		h.mbox[a] = h.prop.must(t, &storage.AddMailbox{Address: a, PasswordHash: hash, At: 1}).(int64)
+		h.mbox[a] = h.prop.Must(t, &storage.AddMailbox{Address: a, PasswordHash: hash, At: 1}).(int64)
 	}
 	if tlsConf == nil {
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{pki.cert}, MinVersion: tls.VersionTLS12}
+		tlsConf = pki.ServerConfig()
 	}
 	log, _ := newLogger(t, name)
 	h.srv = &smtpd.Server{
@@ -221,9 +135,9 @@ func newHost(t *testing.T, name string, pki *testPKI, clk *clock, tlsConf *tls.C
 
 // submit sends a message through the host's port 465 as user, with go-smtp's
 // client.
-func (h *host) submit(pki *testPKI, user string, to []string, body string) {
+func (h *host) submit(pki *apptest.PKI, user string, to []string, body string) {
 	h.t.Helper()
-	c, err := smtp.DialTLS(h.subs, &tls.Config{RootCAs: pki.pool, ServerName: "127.0.0.1"})
+	c, err := smtp.DialTLS(h.subs, pki.ClientConfig("127.0.0.1"))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -299,7 +213,7 @@ func (r staticResolver) LookupHost(ctx context.Context, host string) ([]string, 
 // world is two hosts, A (a.test) and B (b.test), and A's queue runner.
 type world struct {
 	t      *testing.T
-	pki    *testPKI
+	pki    *apptest.PKI
 	clock  *clock
 	a, b   *host
 	runner *queue.Runner
@@ -312,13 +226,13 @@ type option func(w *world)
 
 func newWorld(t *testing.T, opts ...option) *world {
 	t.Helper()
-	w := &world{t: t, pki: newTestPKI(t), clock: &clock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	w := &world{t: t, pki: apptest.NewPKI(t), clock: &clock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	log, lb := newLogger(t, "mx.a.test")
 	w.log = lb
 	w.runner = &queue.Runner{
 		Hostname:  "mx.a.test",
 		Resolver:  staticResolver{},
-		TLSConfig: &tls.Config{RootCAs: w.pki.pool},
+		TLSConfig: &tls.Config{RootCAs: w.pki.Pool},
 		Now:       w.clock.Now,
 		Logger:    log.With("component", "queue"),
 		Workers:   2,

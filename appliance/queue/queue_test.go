@@ -55,7 +55,7 @@ func TestDeliversThroughSTARTTLSToTheNextHop(t *testing.T) {
 
 func TestTemporaryFailureIsRetriedLater(t *testing.T) {
 	w := newWorld(t)
-	w.b.prop.setFail(errors.New("raft: no quorum")) // B answers 451 at end of data
+	w.b.prop.FailWith(errors.New("raft: no quorum")) // B answers 451 at end of data
 	w.start()
 	t0 := w.clock.Now()
 	w.a.submit(w.pki, "alice@a.test", []string{"bob@b.test"}, testMessage("try again"))
@@ -72,7 +72,7 @@ func TestTemporaryFailureIsRetriedLater(t *testing.T) {
 	if !strings.Contains(it.LastError, "451") || !it.NextAttempt.Equal(t0.Add(queue.Backoff(1))) {
 		t.Fatalf("after a 451: %+v", it)
 	}
-	w.b.prop.setFail(nil)
+	w.b.prop.FailWith(nil)
 
 	// Not due yet: a kick does nothing.
 	w.runner.Kick()
@@ -157,7 +157,7 @@ func TestPermanentFailureBouncesToTheSender(t *testing.T) {
 
 func TestItemsOlderThanMaxAgeAreBounced(t *testing.T) {
 	w := newWorld(t)
-	w.b.prop.setFail(errors.New("raft: no quorum"))
+	w.b.prop.FailWith(errors.New("raft: no quorum"))
 	w.start()
 	w.a.submit(w.pki, "alice@a.test", []string{"bob@b.test"}, testMessage("too late"))
 	eventually(t, "the first failure", func() bool { q := w.a.queue(); return len(q) == 1 && q[0].Attempts == 1 })
@@ -235,7 +235,7 @@ func TestABounceIsNeverBounced(t *testing.T) {
 	w := newWorld(t)
 	w.start()
 	now := w.clock.Now()
-	w.a.prop.must(t, &storage.Deliver{
+	w.a.prop.Must(t, &storage.Deliver{
 		Outbound:     &storage.Outbound{ID: queue.NewID(), Sender: "", Recipients: []string{"nobody@b.test"}, NextAttempt: now.Unix()},
 		InternalDate: now.Unix(),
 		Data:         []byte("Subject: a report\r\n\r\nundeliverable\r\n"),
@@ -324,7 +324,7 @@ func TestBounceCommandRoutesTheReport(t *testing.T) {
 func TestAnOutcomeThatCannotBeRecordedIsNotRetriedAtOnce(t *testing.T) {
 	w := newWorld(t)
 	w.a.submit(w.pki, "alice@a.test", []string{"bob@b.test"}, testMessage("unrecorded"))
-	w.a.prop.setFail(errors.New("raft: not leader"))
+	w.a.prop.FailWith(errors.New("raft: not leader"))
 	w.start()
 	eventually(t, "bob to get it", func() bool { return len(w.b.inbox("bob@b.test")) == 1 })
 	eventually(t, "the failure to record to be logged", func() bool {

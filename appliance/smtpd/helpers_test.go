@@ -4,131 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/apptest"
 	"sigillo/appliance/passwd"
 	"sigillo/storage"
 )
-
-// testProposer applies commands straight to the store, one log index after
-// the other, as the raft FSM does. fail, when set, makes Apply fail the way
-// an unavailable raft does, without applying anything.
-type testProposer struct {
-	mu    sync.Mutex
-	store *storage.Store
-	index uint64
-	fail  atomic.Pointer[error]
-}
-
-func (p *testProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
-	if e := p.fail.Load(); e != nil {
-		return nil, *e
-	}
-	data, err := storage.Encode(cmd)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.index++
-	res, err := p.store.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
-	if err != nil {
-		return nil, err
-	}
-	return res[0].Value, res[0].Err
-}
-
-func (p *testProposer) setFail(err error) {
-	if err == nil {
-		p.fail.Store(nil)
-		return
-	}
-	p.fail.Store(&err)
-}
-
-func (p *testProposer) must(t *testing.T, cmd storage.Command) any {
-	t.Helper()
-	v, err := p.Apply(context.Background(), cmd)
-	if err != nil {
-		t.Fatalf("%s: %v", cmd.Op(), err)
-	}
-	return v
-}
-
-// testPKI is a CA and a server certificate for 127.0.0.1 and localhost.
-type testPKI struct {
-	cert   tls.Certificate
-	pool   *x509.CertPool
-	caFile string
-}
-
-func newTestPKI(t testing.TB) *testPKI {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "smtpd test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testPKI{cert: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}, pool: pool, caFile: caFile}
-}
 
 func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -151,9 +43,9 @@ const (
 type env struct {
 	t        *testing.T
 	store    *storage.Store
-	prop     *testProposer
+	prop     *apptest.Proposer
 	srv      *Server
-	pki      *testPKI
+	pki      *apptest.PKI
 	inbound  string
 	sub      string
 	subs     string
@@ -169,28 +61,28 @@ func newEnv(t *testing.T, maxBytes int64) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &env{t: t, store: store, prop: &testProposer{store: store}, pki: newTestPKI(t), mbox: map[string]int64{}}
+	e := &env{t: t, store: store, prop: apptest.NewProposer(store), pki: apptest.NewPKI(t), mbox: map[string]int64{}}
 	cheap := passwd.Params{Memory: 64, Time: 1, Threads: 1}
 	hash, err := passwd.Hash(alicePass, cheap)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.prop.must(t, &storage.AddDomain{Name: "example.test", At: 1})
+	e.prop.Must(t, &storage.AddDomain{Name: "example.test", At: 1})
 	for _, mb := range []struct {
 		addr  string
 		quota int64
 	}{{"alice@example.test", 0}, {"bob@example.test", 0}, {"full@example.test", 100}, {"small@example.test", 1000}} {
-		e.mbox[mb.addr] = e.prop.must(t, &storage.AddMailbox{Address: mb.addr, PasswordHash: hash, QuotaBytes: mb.quota, At: 1}).(int64)
+		e.mbox[mb.addr] = e.prop.Must(t, &storage.AddMailbox{Address: mb.addr, PasswordHash: hash, QuotaBytes: mb.quota, At: 1}).(int64)
 	}
 	// full@ is over its quota already (delivered without enforcement).
-	e.prop.must(t, &storage.Deliver{Targets: []storage.Target{{MailboxID: e.mbox["full@example.test"]}}, Data: bytes.Repeat([]byte("x"), 200)})
+	e.prop.Must(t, &storage.Deliver{Targets: []storage.Target{{MailboxID: e.mbox["full@example.test"]}}, Data: bytes.Repeat([]byte("x"), 200)})
 
 	e.srv = &Server{
 		Hostname:        testHost,
 		Store:           store,
 		Proposer:        e.prop,
 		Auth:            &accounts.Authenticator{Store: store},
-		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{e.pki.cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:       e.pki.ServerConfig(),
 		MaxMessageBytes: maxBytes,
 		Logger:          testLogger(t),
 		Now:             func() time.Time { return time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC) },
@@ -281,21 +173,6 @@ func (e *env) file(data []byte) string {
 	return f.Name()
 }
 
-// needTool returns the path of an external client. Without it the test is
-// skipped, loudly, except in CI where a missing tool is a failure.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found (%v): the interoperability tests cannot run in CI", name, err)
-	}
-	t.Skipf("!!! %s not found (%v): SKIPPING this interoperability test; install %s to run it !!!", name, err, name)
-	return ""
-}
-
 // step is one result of testdata/smtpclient.py.
 type step struct {
 	OK       bool                      `json:"ok"`
@@ -320,8 +197,8 @@ func (s step) has(feature string) bool {
 // py runs smtplib through the steps and returns one result per step run.
 func (e *env) py(steps ...[]any) []step {
 	e.t.Helper()
-	py := needTool(e.t, "python3")
-	job, _ := json.Marshal(map[string]any{"host": "127.0.0.1", "ca": e.pki.caFile, "helo": "client.test", "steps": steps})
+	py := apptest.NeedTool(e.t, "python3")
+	job, _ := json.Marshal(map[string]any{"host": "127.0.0.1", "ca": e.pki.CAFile, "helo": "client.test", "steps": steps})
 	jobFile := e.file(job)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

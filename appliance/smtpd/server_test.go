@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sigillo/appliance/apptest"
 )
 
 func msg(subject string) []byte {
@@ -394,7 +396,7 @@ func TestMalformedMIMEIsStoredByteForByte(t *testing.T) {
 
 func TestUnavailableRaftGives451AndStoresNothing(t *testing.T) {
 	e := newEnv(t, 0)
-	e.prop.setFail(errors.New("raft: no leader"))
+	e.prop.FailWith(errors.New("raft: no leader"))
 	m := e.file(msg("lost"))
 	out := e.py(
 		s("connect", "smtps", port(e.subs)), s("ehlo"), s("login", "alice@example.test", alicePass, "PLAIN"),
@@ -414,7 +416,7 @@ func TestUnavailableRaftGives451AndStoresNothing(t *testing.T) {
 		t.Errorf("Enqueued called")
 	}
 	// Once raft is back, the client's retry goes through.
-	e.prop.setFail(nil)
+	e.prop.FailWith(nil)
 	out = e.py(
 		s("connect", "smtps", port(e.subs)), s("ehlo"), s("login", "alice@example.test", alicePass, "PLAIN"),
 		s("mail", "alice@example.test"), s("rcpt", "bob@example.test"), s("data", m), s("quit"),
@@ -426,12 +428,12 @@ func TestUnavailableRaftGives451AndStoresNothing(t *testing.T) {
 
 func TestCurlSendsOverSMTPS(t *testing.T) {
 	e := newEnv(t, 0)
-	curl := needTool(t, "curl")
+	curl := apptest.NeedTool(t, "curl")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	body := msg("curl")
 	cmd := exec.CommandContext(ctx, curl, "--silent", "--show-error",
-		"--url", "smtps://"+e.subs+"/client.test", "--cacert", e.pki.caFile,
+		"--url", "smtps://"+e.subs+"/client.test", "--cacert", e.pki.CAFile,
 		"--user", "alice@example.test:"+alicePass, "--login-options", "AUTH=PLAIN",
 		"--mail-from", "alice@example.test", "--mail-rcpt", "bob@example.test",
 		"--upload-file", e.file(body))

@@ -8,28 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"sigillo/appliance/apptest"
 	"sigillo/storage"
 )
-
-// directProposer applies commands to a store in log order, as the raft FSM
-// does on a one-node cluster.
-type directProposer struct {
-	s     *storage.Store
-	index uint64
-}
-
-func (p *directProposer) Apply(ctx context.Context, c storage.Command) (any, error) {
-	data, err := storage.Encode(c)
-	if err != nil {
-		return nil, err
-	}
-	p.index++
-	res, err := p.s.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
-	if err != nil {
-		return nil, err
-	}
-	return res[0].Value, res[0].Err
-}
 
 func TestAClientTrustingTheExportedRootConnects(t *testing.T) {
 	ctx := context.Background()
@@ -38,7 +19,7 @@ func TestAClientTrustingTheExportedRootConnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	p := &directProposer{s: s}
+	p := apptest.NewProposer(s)
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	ca, err := NewLocalCA(ctx, "mail.example.test", s, p, clock)
