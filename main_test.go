@@ -563,3 +563,97 @@ func TestEveryAcknowledgedMessageSurvivesKill9(t *testing.T) {
 	}
 	t.Logf("%d messages acknowledged before kill -9; %d in the INBOX after restart (the difference was in flight, unacknowledged)", n, sel.NumMessages)
 }
+
+// TestAFullDiskMakesSendersWaitAndLosesNothing puts the data directory on a
+// small tmpfs, sends until the server refuses, and checks the refusal is
+// temporary, every acknowledged message is there, and mail flows again once
+// there is room, without a restart.
+func TestAFullDiskMakesSendersWaitAndLosesNothing(t *testing.T) {
+	a := newInstance(t, "mail.a.test", "")
+	data := filepath.Join(a.dir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", data).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("cannot mount a tmpfs for the full-disk test: %v %s", err, out)
+		}
+		t.Skipf("SKIPPING: cannot mount a tmpfs (%v %s); this test did not run", err, out)
+	}
+	t.Cleanup(func() {
+		a.stop(syscall.SIGKILL)
+		exec.Command("umount", "-l", data).Run()
+	})
+	a.start()
+	a.provision("a.test", "alice@a.test")
+	pemBytes, _ := os.ReadFile(a.ca)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	tlsConf := &tls.Config{RootCAs: pool, ServerName: "mail.a.test"}
+	body := bytes.Repeat([]byte(strings.Repeat("y", 998)+"\r\n"), 200) // 200 kB
+
+	send := func(subject string) error {
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", a.ports["submissions"]), tlsConf)
+		if err != nil {
+			return err
+		}
+		c, err := smtp.NewClient(conn, "mail.a.test")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Auth(smtp.PlainAuth("", "alice@a.test", password("alice@a.test"), "mail.a.test")); err != nil {
+			return err
+		}
+		return sendOne(c, "alice@a.test", append([]byte("Subject: "+subject+"\r\n\r\n"), body...))
+	}
+	acked := 0
+	var refusal error
+	for i := 0; i < 200 && refusal == nil; i++ {
+		if refusal = send(fmt.Sprintf("fill %d", i)); refusal == nil {
+			acked++
+		}
+	}
+	if refusal == nil {
+		t.Fatal("a 12 MB disk took 40 MB of mail")
+	}
+	if !strings.HasPrefix(refusal.Error(), "452") && !strings.HasPrefix(refusal.Error(), "451") {
+		t.Fatalf("after %d messages the refusal was %q, want a temporary 452/451", acked, refusal)
+	}
+	count := func() uint32 {
+		t.Helper()
+		c, err := imapclient.DialTLS(fmt.Sprintf("127.0.0.1:%d", a.ports["imaps"]), &imapclient.Options{TLSConfig: tlsConf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Login("alice@a.test", password("alice@a.test")).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *st.NumMessages
+	}
+	if n := count(); n != uint32(acked) {
+		t.Fatalf("%d messages acknowledged, %d in the INBOX", acked, n)
+	}
+	// Room again (the admin grew the volume): mail flows without a restart.
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", data).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if err = send("after the disk grew"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("still refused after the disk grew: %v", err)
+	}
+	if n := count(); n != uint32(acked+1) {
+		t.Fatalf("%d in the INBOX, want %d", n, acked+1)
+	}
+	t.Logf("12 MB data disk: %d messages of 200 kB acknowledged, then %q; all %d readable; accepted again after growing the disk", acked, refusal, acked)
+}

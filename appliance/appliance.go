@@ -27,6 +27,7 @@ import (
 	"sigillo/appliance/config"
 	"sigillo/appliance/connlimit"
 	"sigillo/appliance/control"
+	"sigillo/appliance/diskguard"
 	"sigillo/appliance/imapd"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/queue"
@@ -96,6 +97,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// ALPN fail the handshake.
 	tlsConf := func() *tls.Config { return tlsmgr.ServerConfig(ca) }
 
+	// New mail waits (4xx) while the disk is nearly full, before the raft
+	// log or the database would run out of room.
+	guard := &diskguard.Guard{Dir: cfg.DataDir, MinFree: cfg.MinFree()}
+	mailWriter := diskguard.Guarded{Next: node, Guard: guard}
+
 	limiter := authlimit.Default()
 	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
 
@@ -111,17 +117,18 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	smtpServer := &smtpd.Server{
 		Hostname:        cfg.Hostname,
 		Store:           store,
-		Proposer:        node,
+		Proposer:        mailWriter,
 		Auth:            auth,
 		TLSConfig:       tlsConf(),
 		MaxMessageBytes: cfg.MaxMessageBytes,
+		StorageCheck:    guard.Check,
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
 		Enqueued:        runner.Kick,
 	}
 	imapServer := &imapd.Server{
 		Store:           store,
-		Proposer:        node,
+		Proposer:        mailWriter,
 		Auth:            auth,
 		TLSConfig:       tlsConf(),
 		Logger:          log.With("component", "imap"),

@@ -34,6 +34,9 @@ type Config struct {
 	// listener holds at once, in all and from one client address (IPv6: /64).
 	MaxConnections        int `toml:"max_connections"`
 	MaxConnectionsPerHost int `toml:"max_connections_per_host"`
+	// MinFreeBytes is the free disk space under which new mail is refused
+	// with a temporary error; 0 means 1.5 × max_message_bytes, as Postfix.
+	MinFreeBytes int64 `toml:"min_free_bytes"`
 }
 
 // Listen is the [listen] table.
@@ -129,6 +132,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("routes.%q: %q is not host:port", dom, hop)
 		}
 	}
+	if c.MinFreeBytes < 0 {
+		return fmt.Errorf("min_free_bytes must not be negative, not %d", c.MinFreeBytes)
+	}
 	if c.MaxConnections < 1 || c.MaxConnectionsPerHost < 1 {
 		return errors.New("max_connections and max_connections_per_host must be at least 1")
 	}
@@ -146,6 +152,14 @@ func (l Listen) Map() map[string]string {
 		"smtp": l.SMTP, "submission": l.Submission, "submissions": l.Submissions,
 		"imap": l.IMAP, "imaps": l.IMAPS, "pop3": l.POP3, "pop3s": l.POP3S, "https": l.HTTPS,
 	}
+}
+
+// MinFree is the effective free-space floor for new mail.
+func (c *Config) MinFree() int64 {
+	if c.MinFreeBytes > 0 {
+		return c.MinFreeBytes
+	}
+	return c.MaxMessageBytes * 3 / 2
 }
 
 // ControlSocket is the path of the unix socket the command line talks to.

@@ -109,9 +109,12 @@ type Server struct {
 	Proposer        Proposer
 	Auth            *accounts.Authenticator
 	TLSConfig       *tls.Config
-	MaxMessageBytes int64            // default 30 MiB → 552 5.3.4 when exceeded
-	Logger          *slog.Logger     // default slog.Default()
-	Now             func() time.Time // default time.Now
+	MaxMessageBytes int64        // default 30 MiB → 552 5.3.4 when exceeded
+	Logger          *slog.Logger // default slog.Default()
+	Now             func() time.Time
+	// StorageCheck, if set, is asked at MAIL FROM whether there is room
+	// for a message; an error answers 452 4.3.1 (Postfix's queue_minfree).
+	StorageCheck func() error // default time.Now
 	// Enqueued, if set, is called after a message was put on the
 	// outbound queue (the queue runner's Kick).
 	Enqueued func()

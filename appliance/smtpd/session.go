@@ -28,6 +28,7 @@ var (
 	errBadSASL      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
 	errMailboxFull  = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
 	errLineTooLong  = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
+	errNoStorage    = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage"}
 )
 
 func replyf(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
@@ -207,6 +208,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		if !sameAddress(from, s.user.Address) {
 			s.log.Info("sender refused: not the authenticated user's address", "from", from)
 			return replyf(553, smtp.EnhancedCode{5, 7, 1}, "<%s>: Sender address rejected: not owned by user %s", from, s.user.Address)
+		}
+	}
+	if s.srv.StorageCheck != nil {
+		if err := s.srv.StorageCheck(); err != nil {
+			s.log.Warn("mail refused for now: storage", "from", from, "err", err)
+			return errNoStorage
 		}
 	}
 	s.from = from
