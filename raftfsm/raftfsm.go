@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -302,11 +303,25 @@ func catchUpFromSnapshot(ctx context.Context, snaps *raft.FileSnapshotStore, sto
 	return restoreFrom(ctx, store, rc)
 }
 
-// slogWriter lets hclog write through slog.
+// slogWriter lets hclog write through slog, at the level raft gave.
 type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn(string(trimNewline(p)))
+	line := string(trimNewline(p))
+	level := slog.LevelWarn
+	// hclog writes "<time> [LEVEL] raft: message: key=value".
+	for marker, l := range map[string]slog.Level{"[ERROR]": slog.LevelError, "[WARN]": slog.LevelWarn, "[INFO]": slog.LevelInfo, "[DEBUG]": slog.LevelDebug, "[TRACE]": slog.LevelDebug} {
+		if i := strings.Index(line, marker); i >= 0 {
+			level = l
+			line = strings.TrimSpace(line[i+len(marker):])
+			break
+		}
+	}
+	// A lone node always starts with an election: nothing to warn about.
+	if strings.Contains(line, "heartbeat timeout reached, starting election") {
+		level = slog.LevelInfo
+	}
+	w.l.Log(context.Background(), level, line)
 	return len(p), nil
 }
 
