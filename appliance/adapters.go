@@ -169,11 +169,11 @@ type QueueInfo struct {
 type pop3Backend struct {
 	store    *storage.Store
 	proposer *raftfsm.Node
-	auth     *accounts.Authenticator // without limiter: pop3d applies it
+	auth     *accounts.Authenticator // Check only: pop3d applies the limiter
 }
 
 func (b pop3Backend) Login(ctx context.Context, username, password string) (pop3d.Maildrop, error) {
-	mb, err := b.auth.Login(ctx, username, password, nil)
+	mb, err := b.auth.Check(ctx, username, password)
 	if errors.Is(err, accounts.ErrAuthFailed) {
 		return nil, pop3d.ErrAuthFailed
 	}

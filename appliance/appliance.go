@@ -136,7 +136,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Now:             opts.Now,
 	}
 	pop3Server := &pop3d.Server{
-		Backend:   pop3Backend{store: store, proposer: node, auth: &accounts.Authenticator{Store: store}},
+		Backend:   pop3Backend{store: store, proposer: node, auth: auth},
 		TLSConfig: tlsConf(),
 		Limiter:   limiter,
 		Hostname:  cfg.Hostname,
