@@ -58,3 +58,25 @@ func TestMistakesAreOneClearError(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+// The README's configuration block is what users copy: it must load.
+func TestTheREADMEExampleLoads(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "```toml\n")
+	if start < 0 {
+		t.Fatal("README has no toml block")
+	}
+	text = text[start+len("```toml\n"):]
+	block := text[:strings.Index(text, "```")]
+	cfg, err := Load(write(t, block))
+	if err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	if cfg.MaxConnectionsPerHost != 50 || cfg.Listen.IMAPS != ":993" || cfg.MinFree() != 31457280*3/2 {
+		t.Fatalf("README example read as %+v", cfg)
+	}
+}
