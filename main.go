@@ -6,6 +6,7 @@
 //	sigillo mailbox add|passwd ADDRESS --password-stdin [--quota BYTES]
 //	sigillo mailbox list [DOMAIN] | remove ADDRESS
 //	sigillo queue list
+//	sigillo pec verify [--roots PEM] FILE...
 //	sigillo ca export
 //	sigillo version
 //
@@ -16,6 +17,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,6 +34,7 @@ import (
 	"sigillo/appliance"
 	"sigillo/appliance/config"
 	"sigillo/appliance/control"
+	"sigillo/appliance/pecverify"
 )
 
 const usage = `usage:
@@ -41,13 +44,16 @@ const usage = `usage:
   sigillo mailbox passwd ADDRESS --password-stdin
   sigillo mailbox list [DOMAIN] | remove ADDRESS
   sigillo queue list
+  sigillo pec verify [--roots PEM] FILE...
   sigillo ca export
   sigillo version
 every subcommand takes --config FILE (default: the embedded configuration)`
 
 func main() {
 	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "sigillo:", err)
+		if !errors.Is(err, errNotAllValid) {
+			fmt.Fprintln(os.Stderr, "sigillo:", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -95,6 +101,9 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	case "help", "--help", "-h":
 		fmt.Fprintln(stdout, usage)
 		return nil
+	case "pec":
+		// Works on files alone: no configuration, no running server.
+		return pecCmd(rest, stdout)
 	}
 	switch cmd {
 	case "serve", "domain", "mailbox", "queue", "ca":
@@ -266,6 +275,48 @@ func queueCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 			it.Attempts, it.NextAttempt.Local().Format(time.DateTime), it.LastError)
 	}
 	return tw.Flush()
+}
+
+// errNotAllValid makes `sigillo pec verify` exit 1 with the JSON lines as
+// its only output.
+var errNotAllValid = errors.New("not every signature is valid")
+
+func pecCmd(args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "verify" {
+		return errors.New("usage: sigillo pec verify [--roots PEM] FILE...")
+	}
+	fs := flag.NewFlagSet("pec verify", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	roots := fs.String("roots", "", "PEM file of trusted roots: also check each signer's chain at signing time")
+	var files []string
+	for words := args[1:]; ; {
+		if err := fs.Parse(words); err != nil {
+			return fmt.Errorf("pec verify: %v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		words = fs.Args()[1:]
+	}
+	if len(files) == 0 {
+		return errors.New("usage: sigillo pec verify [--roots PEM] FILE...")
+	}
+	opts := pecverify.Options{Now: time.Now()}
+	if *roots != "" {
+		pemBytes, err := os.ReadFile(*roots)
+		if err != nil {
+			return fmt.Errorf("pec verify: %w", err)
+		}
+		opts.Roots = x509.NewCertPool()
+		if !opts.Roots.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("pec verify: no certificate in %s", *roots)
+		}
+	}
+	if !pecverify.Run(files, stdout, opts) {
+		return errNotAllValid
+	}
+	return nil
 }
 
 func first(args []string) (string, []string) {

@@ -657,3 +657,57 @@ func TestAFullDiskMakesSendersWaitAndLosesNothing(t *testing.T) {
 	}
 	t.Logf("12 MB data disk: %d messages of 200 kB acknowledged, then %q; all %d readable; accepted again after growing the disk", acked, refusal, acked)
 }
+
+// TestPecVerifyJudgesRealGestoriMessages runs `sigillo pec verify` on the
+// shared samples of real PEC traffic (never copied into the project).
+func TestPecVerifyJudgesRealGestoriMessages(t *testing.T) {
+	dir := os.Getenv("SIGILLO_PEC_SAMPLES")
+	if dir == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("SIGILLO_PEC_SAMPLES is not set; CI must run this test")
+		}
+		t.Skip("SKIPPING: SIGILLO_PEC_SAMPLES is not set; this test did not run")
+	}
+	want := map[string][2]string{ // file: kind, signature
+		"OCA_l10n-italy__message1":              {"posta-certificata", "valid"},
+		"OCA_l10n-italy__message2":              {"posta-certificata", "valid"},
+		"OCA_l10n-italy__message2_accettazione": {"accettazione", "valid"},
+		"OCA_l10n-italy__message2_consegna":     {"avvenuta-consegna", "valid"},
+		"linux-mailinglist-archives_osst-users.lists.sourceforge.net.0__6919bccf_m.signed-part.eml": {"posta-certificata", "valid"},
+		"agenziaentrateriscossione_docway-msa__partNull.eml":                                        {"posta-certificata", "invalid"},
+		"danzipie_go-pec__accettazione.eml":                                                         {"accettazione", "invalid"},
+		"danzipie_go-pec__consegna.eml":                                                             {"errore-consegna", "invalid"},
+	}
+	var files []string
+	for f := range want {
+		files = append(files, filepath.Join(dir, f))
+	}
+	cmd := exec.Command(binary, append([]string{"pec", "verify"}, files...)...)
+	out, err := cmd.Output()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit code %d (%v), want 1 with negative cases among the files", code, err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != len(files) {
+		t.Fatalf("%d JSON lines for %d files:\n%s", len(lines), len(files), out)
+	}
+	for _, l := range lines {
+		var r struct {
+			File, Kind, Signature string
+			Daticert             struct{ Tipo string }
+		}
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		w := want[filepath.Base(r.File)]
+		if r.Kind != w[0] || r.Signature != w[1] {
+			t.Errorf("%s: kind %q signature %q, want %q %q", filepath.Base(r.File), r.Kind, r.Signature, w[0], w[1])
+		}
+	}
+	// Only valid files: exit 0.
+	valid := exec.Command(binary, "pec", "verify", filepath.Join(dir, "OCA_l10n-italy__message2_accettazione"),
+		"--roots", filepath.Join(dir, "OCA_l10n-italy__aruba-2014-signer-chain.pem"))
+	if out, err := valid.Output(); err != nil {
+		t.Fatalf("valid file with its roots: %v %s", err, out)
+	}
+}
