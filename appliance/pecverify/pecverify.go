@@ -13,7 +13,9 @@
 // delivery and busta di anomalia. It only reports facts for such code to
 // judge.
 //
-// The detached CMS signature is verified over the exact bytes of the first
+// The signature is checked by signer.VerifyMIME, the one S/MIME verifier of
+// Sigillo, whose MIME parsing this package shares. The detached CMS
+// signature is verified over the exact bytes of the first
 // part of the top-level multipart/signed as they are in the file (RFC 2046
 // boundaries found by hand; no MIME library re-serializes them), and, for a
 // file stored with LF line ends, over the same bytes in canonical CRLF form,
@@ -24,20 +26,16 @@
 package pecverify
 
 import (
-	"crypto/sha1"
 	"crypto/x509"
-	"encoding/asn1"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/digitorus/pkcs7"
+	"sigillo/appliance/signer"
 )
 
 // Values of Report.Signature.
@@ -100,32 +98,22 @@ func Verify(name string, msg []byte, opts Options) Report {
 		r.Error = fmt.Sprintf("message longer than %d bytes", MaxMessageSize)
 		return r
 	}
-	h, body, err := parseHeader(msg)
+	h, body, err := signer.ParseHeader(msg)
 	if err != nil {
 		r.Error = "header: " + err.Error()
 		return r
 	}
 	budget := maxParts
-	mt, params := mediaType(h)
+	mt, params := signer.MediaType(h)
 	content := msg // the entity in which daticert.xml is looked for
 	var problems []string
 	if mt == "multipart/signed" {
-		parts, err := splitMultipart(body, params["boundary"], &budget)
-		switch {
-		case err != nil && len(parts) == 0:
-			r.Signature = SignatureInvalid
-			r.SignatureError = "multipart/signed: " + err.Error()
-			content = nil
-		case len(parts) < 2:
-			r.SignatureError = "multipart/signed without a signature part"
-			content = nil
-			if len(parts) == 1 {
-				content = parts[0]
-			}
-		default:
+		// The signed part, where daticert.xml is.
+		content = nil
+		if parts, _ := signer.SplitMultipart(body, params["boundary"], &budget); len(parts) > 0 {
 			content = parts[0]
-			verifySigned(&r, parts[0], parts[1], opts)
 		}
+		verifySigned(&r, msg, opts)
 	} else {
 		r.SignatureError = fmt.Sprintf("not S/MIME signed: top-level Content-Type is %s", mt)
 	}
@@ -144,9 +132,9 @@ func Verify(name string, msg []byte, opts Options) Report {
 	}
 	r.Error = strings.Join(problems, "; ")
 
-	r.Kind = strings.ToLower(h.get("x-ricevuta"))
+	r.Kind = strings.ToLower(h.Get("x-ricevuta"))
 	if r.Kind == "" {
-		r.Kind = strings.ToLower(h.get("x-trasporto"))
+		r.Kind = strings.ToLower(h.Get("x-trasporto"))
 	}
 	if r.Kind == "" && r.Daticert != nil {
 		r.Kind = r.Daticert.Tipo
@@ -154,12 +142,12 @@ func Verify(name string, msg []byte, opts Options) Report {
 	switch {
 	case r.Daticert != nil && r.Daticert.Identificativo != "":
 		r.Identificativo = r.Daticert.Identificativo
-	case h.get("x-trasporto") != "" && h.get("message-id") != "":
-		r.Identificativo = stripAngle(h.get("message-id"))
-	case h.get("x-riferimento-message-id") != "":
-		r.Identificativo = stripAngle(h.get("x-riferimento-message-id"))
+	case h.Get("x-trasporto") != "" && h.Get("message-id") != "":
+		r.Identificativo = stripAngle(h.Get("message-id"))
+	case h.Get("x-riferimento-message-id") != "":
+		r.Identificativo = stripAngle(h.Get("x-riferimento-message-id"))
 	default:
-		r.Identificativo = stripAngle(h.get("message-id"))
+		r.Identificativo = stripAngle(h.Get("message-id"))
 	}
 	return r
 }
@@ -168,141 +156,33 @@ func stripAngle(s string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(s), "<"), ">")
 }
 
-// verifySigned checks the signature part sigPart over the signed part signed
-// and fills the signature fields of r.
-func verifySigned(r *Report, signed, sigPart []byte, opts Options) {
-	r.Signature = SignatureInvalid
-	sh, sbody, err := parseHeader(sigPart)
-	if err != nil {
-		r.SignatureError = "signature part header: " + err.Error()
-		return
+// verifySigned verifies the multipart/signed message msg with
+// signer.VerifyMIME and fills the signature fields of r.
+func verifySigned(r *Report, msg []byte, opts Options) {
+	v := signer.VerifyMIME(msg, opts.Roots, opts.Now)
+	switch {
+	case v.Valid:
+		r.Signature = SignatureValid
+	case !v.Signed || errors.Is(v.Err, signer.ErrNoSignaturePart):
+		r.Signature = SignatureMissing
+	default:
+		r.Signature = SignatureInvalid
 	}
-	if mt, _ := mediaType(sh); mt != "application/pkcs7-signature" && mt != "application/x-pkcs7-signature" {
-		r.SignatureError = fmt.Sprintf("second part of multipart/signed is %s, not a PKCS#7 signature", mt)
-		return
+	if v.Err != nil {
+		r.SignatureError = strings.TrimPrefix(v.Err.Error(), "signer: ")
 	}
-	der, err := decodeBody(sh.get("content-transfer-encoding"), sbody, maxSignature)
-	if err == nil && len(der) > 0 && der[0] != 0x30 {
-		// Not DER (a SEQUENCE): base64 without its Content-Transfer-Encoding.
-		if b, err2 := decodeBase64(der, maxSignature); err2 == nil && len(b) > 0 && b[0] == 0x30 {
-			der = b
+	if v.Signer != nil {
+		r.Signer = v.Signer.Subject.CommonName
+		if len(v.Signer.EmailAddresses) > 0 {
+			r.Signer = v.Signer.EmailAddresses[0]
 		}
+		r.SignerSHA1 = v.SignerSHA1
 	}
-	if err != nil {
-		r.SignatureError = "smime.p7s: " + err.Error()
-		return
-	}
-	if err := checkBER(der); err != nil {
-		r.SignatureError = "smime.p7s is not a CMS signature: " + err.Error()
-		return
-	}
-	p7, err := pkcs7.Parse(der)
-	if err != nil {
-		r.SignatureError = "smime.p7s is not a CMS signature: " + oneLine(err)
-		return
-	}
-	if len(p7.Signers) == 0 {
-		r.SignatureError = "CMS signature has no signer"
-		return
-	}
-	si := p7.Signers[0]
-	r.Digest = digestName(si.DigestAlgorithm.Algorithm)
-	leaf := findCert(p7.Certificates, si.IssuerAndSerialNumber.IssuerName.FullBytes, si.IssuerAndSerialNumber.SerialNumber)
-	if leaf == nil {
-		r.SignatureError = "the signer's certificate is not in the CMS signature"
-		return
-	}
-	r.Signer = leaf.Subject.CommonName
-	if len(leaf.EmailAddresses) > 0 {
-		r.Signer = leaf.EmailAddresses[0]
-	}
-	sum := sha1.Sum(leaf.Raw)
-	r.SignerSHA1 = hex.EncodeToString(sum[:])
-	var st time.Time
-	if p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &st) == nil && !st.IsZero() {
+	if !v.SigningTime.IsZero() {
+		st := v.SigningTime
 		r.SigningTime = &st
 	}
-
-	err = checkContent(p7, signed)
-	if err != nil && hasBareLF(signed) {
-		if err2 := checkContent(p7, toCRLF(signed)); err2 == nil {
-			err = nil
-		} else if oneLine(err2) != oneLine(err) {
-			err = fmt.Errorf("%s; over the CRLF form: %s", oneLine(err), oneLine(err2))
-		}
-	}
-	if err != nil {
-		r.SignatureError = oneLine(err)
-		return
-	}
-	if opts.Roots != nil {
-		at := opts.Now
-		if r.SigningTime != nil {
-			at = *r.SigningTime
-		} else if at.IsZero() {
-			at = time.Now()
-		}
-		for i := range p7.Signers {
-			ias := p7.Signers[i].IssuerAndSerialNumber
-			c := findCert(p7.Certificates, ias.IssuerName.FullBytes, ias.SerialNumber)
-			if c == nil {
-				r.SignatureError = "a signer's certificate is not in the CMS signature"
-				return
-			}
-			if err := verifyChain(c, p7.Certificates, opts.Roots, at); err != nil {
-				r.SignatureError = "certificate chain: " + oneLine(err)
-				return
-			}
-		}
-	}
-	r.Signature = SignatureValid
-}
-
-// checkContent verifies every signer of the detached signature p7 over
-// content. Without roots, pkcs7 checks the digest, the signature and that the
-// signing time (when present) is within the signer certificate's validity.
-func checkContent(p7 *pkcs7.PKCS7, content []byte) (err error) {
-	p7.Content = content
-	return p7.VerifyWithOpts(x509.VerifyOptions{})
-}
-
-func findCert(certs []*x509.Certificate, rawIssuer []byte, serial *big.Int) *x509.Certificate {
-	if serial == nil {
-		return nil
-	}
-	for _, c := range certs {
-		if c.SerialNumber != nil && c.SerialNumber.Cmp(serial) == 0 && string(c.RawIssuer) == string(rawIssuer) {
-			return c
-		}
-	}
-	return nil
-}
-
-func digestName(oid asn1.ObjectIdentifier) string {
-	switch {
-	case oid.Equal(pkcs7.OIDDigestAlgorithmSHA1):
-		return "sha1"
-	case oid.Equal(pkcs7.OIDDigestAlgorithmSHA256):
-		return "sha256"
-	case oid.Equal(pkcs7.OIDDigestAlgorithmSHA384):
-		return "sha384"
-	case oid.Equal(pkcs7.OIDDigestAlgorithmSHA512):
-		return "sha512"
-	}
-	return oid.String()
-}
-
-// oneLine flattens an error message (pkcs7's digest mismatch spans lines)
-// and drops the dump of field parameters that encoding/asn1 appends to a
-// structure error, which holds a pointer and so differs from run to run.
-func oneLine(err error) string {
-	s := err.Error()
-	if i := strings.Index(s, " {optional:"); i >= 0 {
-		if j := strings.Index(s[i:], "}"); j >= 0 {
-			s = s[:i] + s[i+j+1:]
-		}
-	}
-	return strings.Join(strings.Fields(s), " ")
+	r.Digest = v.Digest
 }
 
 // findDaticert looks for daticert.xml in an entity and its multipart
@@ -323,13 +203,13 @@ func walkDaticert(entity []byte, depth int, budget *int, candidate *[]byte) ([]b
 	if depth > maxDepth {
 		return nil, fmt.Errorf("MIME nesting deeper than %d", maxDepth)
 	}
-	h, body, err := parseHeader(entity)
+	h, body, err := signer.ParseHeader(entity)
 	if err != nil {
 		return nil, fmt.Errorf("MIME part header: %v", err)
 	}
-	mt, params := mediaType(h)
+	mt, params := signer.MediaType(h)
 	if strings.EqualFold(fileName(h, params), "daticert.xml") {
-		b, err := decodeBody(h.get("content-transfer-encoding"), body, maxDaticert)
+		b, err := signer.DecodeBody(h.Get("content-transfer-encoding"), body, maxDaticert)
 		if err != nil {
 			return b, fmt.Errorf("daticert.xml: %v", err)
 		}
@@ -337,7 +217,7 @@ func walkDaticert(entity []byte, depth int, budget *int, candidate *[]byte) ([]b
 	}
 	switch {
 	case strings.HasPrefix(mt, "multipart/"):
-		parts, err := splitMultipart(body, params["boundary"], budget)
+		parts, err := signer.SplitMultipart(body, params["boundary"], budget)
 		var firstErr error
 		if err != nil {
 			firstErr = fmt.Errorf("%s: %v", mt, err)
@@ -353,7 +233,7 @@ func walkDaticert(entity []byte, depth int, budget *int, candidate *[]byte) ([]b
 		}
 		return nil, firstErr
 	case (mt == "application/xml" || mt == "text/xml") && *candidate == nil:
-		b, err := decodeBody(h.get("content-transfer-encoding"), body, maxDaticert)
+		b, err := signer.DecodeBody(h.Get("content-transfer-encoding"), body, maxDaticert)
 		if err == nil && strings.Contains(string(b), "postacert") {
 			*candidate = b
 		}

@@ -2,11 +2,13 @@ package signer
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"mime"
+	"math/big"
 	"strings"
 	"time"
 
@@ -22,22 +24,33 @@ type Verification struct {
 	// roots were given, the signer's chain leads to one of them.
 	Valid bool
 	// Signer is the signer's certificate, when the signature names one
-	// that it includes.
-	Signer *x509.Certificate
+	// that it includes (whether or not it verifies); SignerSHA1 is the hex
+	// SHA-1 of the whole certificate, the key of the PEC providers
+	// directory (providerCertificateHash).
+	Signer     *x509.Certificate
+	SignerSHA1 string
 	// Chain is, with roots, the verified chain from Signer to a root;
 	// otherwise the certificates included in the signature, Signer first.
 	Chain []*x509.Certificate
 	// SigningTime is the signingTime signed attribute, if any.
 	SigningTime time.Time
-	// Digest is the digest algorithm: sha1, sha256, sha384 or sha512.
+	// Digest is the digest algorithm: sha1, sha256, sha384 or sha512 (the
+	// dotted OID of one that is not accepted).
 	Digest string
 	// Content is the signed content as verified: for multipart/signed the
-	// first part (a MIME entity, CRLF); for pkcs7-mime the encapsulated
+	// first part (a MIME entity, exactly as received or with its line ends
+	// made CRLF, whichever verified); for pkcs7-mime the encapsulated
 	// content. Nil unless Valid.
 	Content []byte
-	// Err says why the entity is not Signed or not Valid.
+	// Err says why the entity is not Signed or not Valid. Its text is one
+	// line, the same from run to run for the same input. It wraps
+	// ErrNoSignaturePart when a multipart/signed has fewer than two parts.
 	Err error
 }
+
+// ErrNoSignaturePart is wrapped by Verification.Err when a
+// multipart/signed entity has its boundary but not two parts.
+var ErrNoSignaturePart = errors.New("multipart/signed without a signature part")
 
 // maxChainDepth bounds the chain walked for SHA-1 signed certificates.
 const maxChainDepth = 8
@@ -46,11 +59,15 @@ const maxChainDepth = 8
 // entity (header fields, empty line, body) that is multipart/signed with a
 // detached CMS signature, or application/pkcs7-mime signed-data. The
 // detached signature is checked over the first part exactly as received
-// with its line ends made CRLF (and, failing that, as received). SHA-1 and
-// SHA-256 (and SHA-384, SHA-512) are accepted, with RSA or ECDSA.
+// (RFC 2046 boundaries found by hand, the line break before a delimiter
+// belonging to it) and, failing that when the part has bare LF line ends,
+// over the same bytes made CRLF, as `openssl smime -verify` does in text
+// mode. SHA-1 and SHA-256 (and SHA-384, SHA-512) are accepted, with RSA or
+// ECDSA; every signer must verify. The signature part may be base64 (even
+// without its Content-Transfer-Encoding), quoted-printable or binary.
 //
-// With roots, the signer certificate must also chain to one of them (the
-// chain from the certificates in the signature), with extKeyUsage
+// With roots, each signer's certificate must also chain to one of them
+// (the chain from the certificates in the signature), with extKeyUsage
 // emailProtection (or none) and keyUsage allowing signatures, all valid at
 // the signing time (signingTime attribute), or at now when there is none
 // (time.Now() when now is zero): a certificate that expired after signing
@@ -59,49 +76,84 @@ const maxChainDepth = 8
 // constraints, path length; not name constraints) up to a certificate
 // that chains to roots, which must then be in the signature.
 //
-// It never panics: anything malformed is reported in Err.
+// It never panics, and its cost is bounded: entities over MaxMessageSize,
+// oversized headers, boundaries and signatures, and signatures whose BER
+// nests deeper than 64 levels are refused; anything malformed is reported
+// in Err.
 func VerifyMIME(msg []byte, roots *x509.CertPool, now time.Time) (v Verification) {
 	defer func() {
 		if r := recover(); r != nil {
 			v = Verification{Signed: v.Signed, Err: fmt.Errorf("signer: malformed signature (%v)", r)}
 		}
+		if v.Err != nil {
+			v.Err = &verifyError{msg: oneLine(v.Err), err: v.Err}
+		}
 	}()
 	return verifyMIME(msg, roots, now)
 }
 
-func verifyMIME(msg []byte, roots *x509.CertPool, now time.Time) Verification {
-	header, body := splitEntity(msg)
-	ct, _ := headerValue(header, "Content-Type")
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil && mt == "" {
-		return Verification{Err: fmt.Errorf("signer: not signed: Content-Type %q: %w", truncate(ct, 80), err)}
+// verifyError gives an error a deterministic one-line text (see oneLine),
+// keeping what it wraps.
+type verifyError struct {
+	msg string
+	err error
+}
+
+func (e *verifyError) Error() string { return e.msg }
+func (e *verifyError) Unwrap() error { return e.err }
+
+// oneLine flattens an error message (pkcs7's digest mismatch spans lines)
+// and drops the dump of field parameters that encoding/asn1 appends to a
+// structure error, which holds a pointer and so differs from run to run.
+func oneLine(err error) string {
+	s := err.Error()
+	for {
+		i := strings.Index(s, " {optional:")
+		if i < 0 {
+			break
+		}
+		j := strings.Index(s[i:], "}")
+		if j < 0 {
+			break
+		}
+		s = s[:i] + s[i+j+1:]
 	}
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func verifyMIME(msg []byte, roots *x509.CertPool, now time.Time) Verification {
+	if len(msg) > MaxMessageSize {
+		return Verification{Err: fmt.Errorf("signer: not verified: longer than %d bytes", MaxMessageSize)}
+	}
+	header, body, err := ParseHeader(msg)
+	if err != nil {
+		return Verification{Err: fmt.Errorf("signer: not verified: header: %w", err)}
+	}
+	mt, params := MediaType(header)
 	switch mt {
 	case "multipart/signed":
 		v := Verification{Signed: true}
-		boundary := params["boundary"]
-		if boundary == "" {
-			v.Err = errors.New("signer: multipart/signed without a boundary")
+		budget := 2 // the content and the signature: the rest is not read
+		parts, err := SplitMultipart(body, params["boundary"], &budget)
+		switch {
+		case err != nil && len(parts) == 0:
+			v.Err = fmt.Errorf("signer: multipart/signed: %w", err)
+			return v
+		case len(parts) < 2:
+			v.Err = fmt.Errorf("signer: %w", ErrNoSignaturePart)
 			return v
 		}
-		content, sig, err := splitSigned(body, boundary)
+		content := parts[0]
+		p7, err := parseSignaturePart(parts[1])
 		if err != nil {
-			v.Err = err
+			v.Err = fmt.Errorf("signer: %w", err)
 			return v
 		}
-		p7, err := parseSignature(sig)
-		if err != nil {
-			v.Err = err
-			return v
+		var canon []byte
+		if c := toCRLF(content); len(c) != len(content) {
+			canon = c
 		}
-		canon := toCRLF(content)
-		v = check(p7, canon, roots, now)
-		if !v.Valid && len(canon) != len(content) {
-			if w := check(p7, content, roots, now); w.Valid {
-				v = w
-			}
-		}
-		return v
+		return check(p7, content, canon, roots, now)
 	case "application/pkcs7-mime", "application/x-pkcs7-mime":
 		st := strings.ToLower(params["smime-type"])
 		if st != "" && st != "signed-data" {
@@ -109,59 +161,58 @@ func verifyMIME(msg []byte, roots *x509.CertPool, now time.Time) Verification {
 		}
 		// Without smime-type it may be enveloped data: signed only once parsed.
 		claimed := st == "signed-data"
-		der, err := decodeBody(header, body)
+		der, err := DecodeBody(header.Get("content-transfer-encoding"), body, MaxMessageSize)
 		if err != nil {
 			return Verification{Signed: claimed, Err: fmt.Errorf("signer: pkcs7-mime body: %w", err)}
 		}
 		p7, err := parseSignature(der)
 		if err != nil {
-			return Verification{Signed: claimed, Err: err}
+			return Verification{Signed: claimed, Err: fmt.Errorf("signer: pkcs7-mime body %w", err)}
 		}
 		if len(p7.Signers) == 0 {
 			return Verification{Signed: claimed, Err: errors.New("signer: the CMS structure has no signer")}
 		}
-		return check(p7, p7.Content, roots, now)
+		return check(p7, p7.Content, nil, roots, now)
 	}
-	return Verification{Err: fmt.Errorf("signer: not signed: Content-Type %q", truncate(mt, 80))}
+	return Verification{Err: fmt.Errorf("signer: not signed: Content-Type %s", truncate(mt, 80))}
 }
 
-// splitSigned returns the first part of a multipart/signed body (the
-// signed content, line ends as received) and the decoded signature of the
-// second.
-func splitSigned(body []byte, boundary string) (content, sig []byte, err error) {
-	_, start, closing, ok := delimiter(body, 0, boundary)
-	if !ok || closing {
-		return nil, nil, errors.New("signer: multipart/signed without its parts")
-	}
-	end, next, closing, ok := delimiter(body, start, boundary)
-	if !ok || closing {
-		return nil, nil, errors.New("signer: multipart/signed without a signature part")
-	}
-	if end < start {
-		end = start
-	}
-	content = body[start:end]
-	sigEnd, _, _, ok := delimiter(body, next, boundary)
-	if !ok || sigEnd < next {
-		sigEnd = len(body) // no close delimiter: be lenient
-	}
-	h, b := splitEntity(body[next:sigEnd])
-	ct, _ := headerValue(h, "Content-Type")
-	mt, _, _ := mime.ParseMediaType(ct)
-	if mt != "application/pkcs7-signature" && mt != "application/x-pkcs7-signature" {
-		return nil, nil, fmt.Errorf("signer: the second part of multipart/signed is %q, not a PKCS#7 signature", truncate(mt, 80))
-	}
-	sig, err = decodeBody(h, b)
+// parseSignaturePart decodes and parses the second part of a
+// multipart/signed, the detached CMS signature.
+func parseSignaturePart(part []byte) (*pkcs7.PKCS7, error) {
+	h, body, err := ParseHeader(part)
 	if err != nil {
-		return nil, nil, fmt.Errorf("signer: signature part: %w", err)
+		return nil, fmt.Errorf("signature part header: %w", err)
 	}
-	return content, sig, nil
+	if mt, _ := MediaType(h); mt != "application/pkcs7-signature" && mt != "application/x-pkcs7-signature" {
+		return nil, fmt.Errorf("second part of multipart/signed is %s, not a PKCS#7 signature", truncate(mt, 80))
+	}
+	der, err := DecodeBody(h.Get("content-transfer-encoding"), body, maxSignature)
+	if err != nil {
+		return nil, fmt.Errorf("smime.p7s: %w", err)
+	}
+	if len(der) > 0 && der[0] != 0x30 {
+		// Not DER (a SEQUENCE): base64 without its Content-Transfer-Encoding.
+		if b, err := decodeBase64(der, maxSignature); err == nil && len(b) > 0 && b[0] == 0x30 {
+			der = b
+		}
+	}
+	p7, err := parseSignature(der)
+	if err != nil {
+		return nil, fmt.Errorf("smime.p7s %w", err)
+	}
+	return p7, nil
 }
 
+// parseSignature parses a CMS structure, after checking that its BER
+// nesting is bounded.
 func parseSignature(der []byte) (*pkcs7.PKCS7, error) {
+	if err := checkBER(der); err != nil {
+		return nil, fmt.Errorf("is not a CMS signature: %w", err)
+	}
 	p7, err := pkcs7.Parse(der)
 	if err != nil {
-		return nil, fmt.Errorf("signer: the signature is not CMS: %w", err)
+		return nil, fmt.Errorf("is not a CMS signature: %w", err)
 	}
 	return p7, nil
 }
@@ -181,30 +232,36 @@ func digestName(oid asn1.ObjectIdentifier) string {
 	return ""
 }
 
-// check verifies p7 over content, and the signer's chain with roots.
-func check(p7 *pkcs7.PKCS7, content []byte, roots *x509.CertPool, now time.Time) Verification {
+// findCert returns the certificate of certs with that issuer and serial.
+func findCert(certs []*x509.Certificate, rawIssuer []byte, serial *big.Int) *x509.Certificate {
+	if serial == nil {
+		return nil
+	}
+	for _, c := range certs {
+		if c.SerialNumber != nil && c.SerialNumber.Cmp(serial) == 0 && bytes.Equal(c.RawIssuer, rawIssuer) {
+			return c
+		}
+	}
+	return nil
+}
+
+// check verifies p7 over content or, failing that, over alt (when not
+// nil), and each signer's chain with roots.
+func check(p7 *pkcs7.PKCS7, content, alt []byte, roots *x509.CertPool, now time.Time) Verification {
 	v := Verification{Signed: true}
 	if len(p7.Signers) == 0 {
-		v.Err = errors.New("signer: the signature has no signer")
+		v.Err = errors.New("signer: CMS signature has no signer")
 		return v
-	}
-	for _, si := range p7.Signers {
-		if digestName(si.DigestAlgorithm.Algorithm) == "" {
-			v.Err = fmt.Errorf("signer: unsupported digest algorithm %s", si.DigestAlgorithm.Algorithm)
-			return v
-		}
 	}
 	si := p7.Signers[0]
 	v.Digest = digestName(si.DigestAlgorithm.Algorithm)
-	for _, c := range p7.Certificates {
-		if c.SerialNumber != nil && si.IssuerAndSerialNumber.SerialNumber != nil &&
-			c.SerialNumber.Cmp(si.IssuerAndSerialNumber.SerialNumber) == 0 &&
-			bytes.Equal(c.RawIssuer, si.IssuerAndSerialNumber.IssuerName.FullBytes) {
-			v.Signer = c
-			break
-		}
+	if v.Digest == "" {
+		v.Digest = si.DigestAlgorithm.Algorithm.String()
 	}
+	v.Signer = findCert(p7.Certificates, si.IssuerAndSerialNumber.IssuerName.FullBytes, si.IssuerAndSerialNumber.SerialNumber)
 	if v.Signer != nil {
+		sum := sha1.Sum(v.Signer.Raw)
+		v.SignerSHA1 = hex.EncodeToString(sum[:])
 		v.Chain = append(v.Chain, v.Signer)
 	}
 	for _, c := range p7.Certificates {
@@ -217,16 +274,27 @@ func check(p7 *pkcs7.PKCS7, content []byte, roots *x509.CertPool, now time.Time)
 		v.SigningTime = st
 	}
 	if v.Signer == nil {
-		v.Err = errors.New("signer: the signature does not include its signer's certificate")
+		v.Err = errors.New("signer: the signer's certificate is not in the CMS signature")
 		return v
 	}
-	p7.Content = content
-	if err := p7.Verify(); err != nil {
-		var mismatch *pkcs7.MessageDigestMismatchError
-		if errors.As(err, &mismatch) {
-			err = fmt.Errorf("the signed content changed: its %s digest is %x, the signature's %x", v.Digest, mismatch.ActualDigest, mismatch.ExpectedDigest)
+	for _, si := range p7.Signers {
+		if digestName(si.DigestAlgorithm.Algorithm) == "" {
+			v.Err = fmt.Errorf("signer: unsupported digest algorithm %s", si.DigestAlgorithm.Algorithm)
+			return v
 		}
-		v.Err = fmt.Errorf("signer: bad signature: %w", err)
+	}
+	p7.Content = content
+	err := p7.Verify()
+	if err != nil && alt != nil {
+		p7.Content = alt
+		if err2 := p7.Verify(); err2 == nil {
+			content, err = alt, nil
+		} else if oneLine(err2) != oneLine(err) {
+			err = fmt.Errorf("%s; over the CRLF form: %s", oneLine(err), oneLine(err2))
+		}
+	}
+	if err != nil {
+		v.Err = fmt.Errorf("signer: %w", err)
 		return v
 	}
 	if roots != nil {
@@ -237,12 +305,21 @@ func check(p7 *pkcs7.PKCS7, content []byte, roots *x509.CertPool, now time.Time)
 		if at.IsZero() {
 			at = time.Now()
 		}
-		chain, err := verifyChain(v.Signer, p7.Certificates, roots, at)
-		if err != nil {
-			v.Err = fmt.Errorf("signer: signer certificate %q: %w", v.Signer.Subject, err)
-			return v
+		for i, si := range p7.Signers {
+			c := findCert(p7.Certificates, si.IssuerAndSerialNumber.IssuerName.FullBytes, si.IssuerAndSerialNumber.SerialNumber)
+			if c == nil {
+				v.Err = errors.New("signer: a signer's certificate is not in the CMS signature")
+				return v
+			}
+			chain, err := verifyChain(c, p7.Certificates, roots, at)
+			if err != nil {
+				v.Err = fmt.Errorf("signer: certificate chain of %q: %w", c.Subject, err)
+				return v
+			}
+			if i == 0 {
+				v.Chain = chain
+			}
 		}
-		v.Chain = chain
 	}
 	v.Valid = true
 	v.Content = content
@@ -271,16 +348,14 @@ func verifyChain(leaf *x509.Certificate, certs []*x509.Certificate, roots *x509.
 	}
 	sha1Signed := false
 	for _, c := range append([]*x509.Certificate{leaf}, certs...) {
-		if c.SignatureAlgorithm == x509.SHA1WithRSA || c.SignatureAlgorithm == x509.ECDSAWithSHA1 {
-			sha1Signed = true
-		}
+		sha1Signed = sha1Signed || isSHA1(c.SignatureAlgorithm)
 	}
 	if !sha1Signed {
 		return nil, err
 	}
 	chain, lerr := legacyChain(leaf, certs, opts)
 	if lerr != nil {
-		return nil, fmt.Errorf("%w; checked as SHA-1: %v", err, lerr)
+		return nil, fmt.Errorf("%w; allowing SHA-1: %v", err, lerr)
 	}
 	return chain, nil
 }
@@ -341,4 +416,8 @@ func ekuAllows(ekus []x509.ExtKeyUsage) bool {
 		}
 	}
 	return false
+}
+
+func isSHA1(a x509.SignatureAlgorithm) bool {
+	return a == x509.SHA1WithRSA || a == x509.ECDSAWithSHA1 || a == x509.DSAWithSHA1
 }

@@ -3,6 +3,7 @@ package signer
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,15 +175,74 @@ func TestVerifyNotSigned(t *testing.T) {
 }
 
 // TestDelimiter: the boundary is found only as a whole line at a line
-// start, and the line break before it belongs to it.
+// start (trailing white space allowed, "--b--x" is no close delimiter),
+// and the line break before it belongs to it.
 func TestDelimiter(t *testing.T) {
 	body := []byte("pre\r\n--bx\r\n--b \r\nA\r\n--b--x\r\nB\r\n\r\n--b--\r\n")
-	end, next, closing, ok := delimiter(body, 0, "b")
-	if !ok || closing || string(body[next:next+1]) != "A" || end != 9 {
-		t.Fatalf("first: end %d next %d closing %v ok %v", end, next, closing, ok)
+	budget := 10
+	parts, err := SplitMultipart(body, "b", &budget)
+	if err != nil || len(parts) != 1 || string(parts[0]) != "A\r\n--b--x\r\nB\r\n" {
+		t.Fatalf("parts %q, err %v", parts, err)
 	}
-	end2, _, closing, ok := delimiter(body, next, "b")
-	if !ok || !closing || string(body[next:end2]) != "A\r\n--b--x\r\nB\r\n" {
-		t.Fatalf("second: %q closing %v ok %v", body[next:end2], closing, ok)
+	// Truncated after a close delimiter's CR, or without one: the parts end
+	// there.
+	for _, b := range []string{"--b\r\nA\r\n--b\r\nB\r\n--b--\r", "--b\r\nA\r\n--b\r\nB\r\n--b"} {
+		budget := 10
+		if parts, err := SplitMultipart([]byte(b), "b", &budget); err != nil || len(parts) != 2 || string(parts[1]) != "B" {
+			t.Errorf("%q: parts %q, err %v", b, parts, err)
+		}
+	}
+	budget = 2
+	if parts, err := SplitMultipart([]byte("--b\nA\n--b\nB\n--b\nC\n--b--\n"), "b", &budget); err == nil || len(parts) != 2 {
+		t.Errorf("over budget: parts %q, err %v", parts, err)
+	}
+}
+
+// TestCheckBER: the BER walk that guards pkcs7.Parse accepts DER and BER
+// with indefinite lengths, and refuses deep nesting and bad lengths.
+func TestCheckBER(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"deep indefinite": bytes.Repeat([]byte{0x30, 0x80}, 100000),
+		"empty":           {},
+		"overrun":         {0x30, 0x03, 0x04, 0x05, 0x00},
+		"primitive indef": {0x04, 0x80, 0x00, 0x00},
+		"long length":     {0x30, 0x85, 1, 2, 3, 4, 5},
+		"truncated":       {0x30, 0x05, 0x04, 0x03, 0x01},
+	} {
+		if checkBER(b) == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	for name, b := range map[string][]byte{
+		"der":        {0x30, 0x03, 0x04, 0x01, 0x00},
+		"indefinite": {0x30, 0x80, 0x30, 0x80, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00},
+	} {
+		if err := checkBER(b); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestVerifyDeepBER: a megabyte of nested indefinite-length "30 80" as the
+// signature is refused by the nesting check, quickly and without the
+// half-gigabyte goroutine stack pkcs7.Parse's recursion would need.
+func TestVerifyDeepBER(t *testing.T) {
+	deep := bytes.Repeat([]byte{0x30, 0x80}, 1<<19) // 1 MB
+	for name, msg := range map[string]string{
+		"detached": "Content-Type: multipart/signed; boundary=x\r\n\r\n--x\r\n\r\nbody\r\n--x\r\nContent-Type: application/pkcs7-signature\r\n" +
+			"Content-Transfer-Encoding: base64\r\n\r\n" + base64.StdEncoding.EncodeToString(deep) + "\r\n--x--\r\n",
+		"binary": "Content-Type: multipart/signed; boundary=x\r\n\r\n--x\r\n\r\nbody\r\n--x\r\nContent-Type: application/pkcs7-signature\r\n\r\n" +
+			string(deep) + "\r\n--x--\r\n",
+		"opaque": "Content-Type: application/pkcs7-mime; smime-type=signed-data\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+			base64.StdEncoding.EncodeToString(deep) + "\r\n",
+	} {
+		start := time.Now()
+		v := VerifyMIME([]byte(msg), nil, time.Time{})
+		if v.Valid || !v.Signed || v.Err == nil || !strings.Contains(v.Err.Error(), "nested deeper than 64") {
+			t.Errorf("%s: signed %v valid %v err %v", name, v.Signed, v.Valid, v.Err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s took %v", name, d)
+		}
 	}
 }
