@@ -711,3 +711,51 @@ func TestPecVerifyJudgesRealGestoriMessages(t *testing.T) {
 		t.Fatalf("valid file with its roots: %v %s", err, out)
 	}
 }
+
+// TestAStalePasswordDoesNotLockOutOthersOnTheSameAddress: a phone retrying
+// an old password over several connections, giving up on slow answers,
+// must not keep another user behind the same address from logging in.
+func TestAStalePasswordDoesNotLockOutOthersOnTheSameAddress(t *testing.T) {
+	a := newInstance(t, "mail.a.test", "")
+	a.start()
+	a.provision("a.test", "alice@a.test", "bob@a.test")
+	pemBytes, _ := os.ReadFile(a.ca)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	tlsConf := &tls.Config{RootCAs: pool, ServerName: "mail.a.test"}
+	addr := fmt.Sprintf("127.0.0.1:%d", a.ports["submissions"])
+	login := func(user, pw string, timeout time.Duration) error {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, tlsConf)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(timeout))
+		c, err := smtp.NewClient(conn, "mail.a.test")
+		if err != nil {
+			return err
+		}
+		return c.Auth(smtp.PlainAuth("", user, pw, "mail.a.test"))
+	}
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(8 * time.Second)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				login("bob@a.test", "the old password", 2*time.Second) // gives up after 2 s
+			}
+		}()
+	}
+	wg.Wait()
+	start := time.Now()
+	if err := login("alice@a.test", password("alice@a.test"), 60*time.Second); err != nil {
+		t.Fatalf("alice, right after bob's stale client: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("alice waited %v to log in behind bob's stale client", took)
+	} else {
+		t.Logf("8 s of a stale password on 4 connections; then alice logged in in %v", took.Round(time.Millisecond))
+	}
+}

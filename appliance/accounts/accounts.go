@@ -141,7 +141,7 @@ func (a *Authenticator) Login(ctx context.Context, username, password string, re
 	if a.Limiter != nil {
 		switch {
 		case errors.Is(err, ErrAuthFailed):
-			a.Limiter.Failed(ctx, host)
+			a.Limiter.Failed(ctx, host, a.Limiter.Fingerprint(username, password))
 		case err == nil:
 			a.Limiter.Succeeded(host)
 		}

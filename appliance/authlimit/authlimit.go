@@ -3,12 +3,20 @@
 //
 // It is shared by the SMTP, IMAP and POP3 front ends so that guessing a
 // password over one protocol counts against the others too. It is not a
-// firewall: it never refuses a connection, it only makes each failed attempt
-// answer later, so a guesser gets a few tries a minute instead of thousands.
+// firewall: it never refuses a connection, it only makes attempts from a
+// host with recent failures wait (at most the maximum delay), so a guesser
+// gets a few tries a minute instead of thousands. As in Dovecot, the same
+// wrong credentials tried again (a client with a stale password retrying)
+// do not raise the penalty, so one such client cannot lock out the other
+// users behind the same address.
 package authlimit
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"net"
 	"sync"
 	"time"
@@ -22,15 +30,20 @@ type Limiter struct {
 	max    time.Duration
 	window time.Duration
 
+	key []byte // for Fingerprint
+
 	mu    sync.Mutex
 	hosts map[string]*record
 }
 
 type record struct {
-	failures  int
-	last      time.Time
-	notBefore time.Time // the next attempt's slot, for a host under penalty
+	failures int
+	last     time.Time
+	seen     []uint64 // fingerprints of the failed credentials counted
 }
+
+// maxSeen bounds the fingerprints kept per host.
+const maxSeen = 16
 
 // New returns a Limiter that doubles the delay from base with each failure
 // in a row from one host, up to max, and forgets a host after window without
@@ -39,7 +52,9 @@ func New(now func() time.Time, base, max, window time.Duration) *Limiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &Limiter{now: now, base: base, max: max, window: window, hosts: map[string]*record{}}
+	key := make([]byte, 32)
+	rand.Read(key)
+	return &Limiter{now: now, base: base, max: max, window: window, key: key, hosts: map[string]*record{}}
 }
 
 // Default returns the production settings: 500 ms after the first failure,
@@ -68,10 +83,11 @@ func Host(addr net.Addr) string {
 	return ip.String()
 }
 
-// Failed records a failed attempt from host and waits the penalty that
+// Failed records a failed attempt from host with the credentials of
+// fingerprint (0: unknown, always counted) and waits the penalty that
 // follows it, or until ctx is done. It returns the penalty it applied.
-func (l *Limiter) Failed(ctx context.Context, host string) time.Duration {
-	d := l.record(host)
+func (l *Limiter) Failed(ctx context.Context, host string, fingerprint uint64) time.Duration {
+	d := l.record(host, fingerprint)
 	if d <= 0 {
 		return 0
 	}
@@ -84,25 +100,28 @@ func (l *Limiter) Failed(ctx context.Context, host string) time.Duration {
 	return d
 }
 
-// Admit waits until host may try a password: at once for a host without
-// recent failures; otherwise attempts are spaced by the current penalty,
-// however many connections the host opens in parallel, so the guessing
-// rate stays bounded. Call it before checking a password.
+// Fingerprint identifies a pair of credentials without keeping them: an
+// HMAC under a key of this Limiter's own, cut to 64 bits.
+func (l *Limiter) Fingerprint(username, password string) uint64 {
+	m := hmac.New(sha256.New, l.key)
+	m.Write([]byte(username))
+	m.Write([]byte{0})
+	m.Write([]byte(password))
+	return binary.BigEndian.Uint64(m.Sum(nil))
+}
+
+// Admit waits, before a password is checked, until the penalty of host's
+// last failure has passed: at once for a host without recent failures, at
+// most the maximum delay otherwise. It returns early with ctx's error.
 func (l *Limiter) Admit(ctx context.Context, host string) error {
 	l.mu.Lock()
 	now := l.now()
 	r := l.hosts[host]
-	if r == nil || r.failures == 0 || now.Sub(r.last) > l.window {
-		l.mu.Unlock()
-		return nil
+	var wait time.Duration
+	if r != nil && r.failures > 0 && now.Sub(r.last) <= l.window {
+		wait = r.last.Add(l.delay(r.failures)).Sub(now)
 	}
-	slot := r.notBefore
-	if slot.Before(now) {
-		slot = now
-	}
-	r.notBefore = slot.Add(l.delay(r.failures))
 	l.mu.Unlock()
-	wait := slot.Sub(now)
 	if wait <= 0 {
 		return nil
 	}
@@ -134,7 +153,7 @@ func (l *Limiter) Failures(host string) int {
 	return r.failures
 }
 
-func (l *Limiter) record(host string) time.Duration {
+func (l *Limiter) record(host string, fingerprint uint64) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -151,8 +170,19 @@ func (l *Limiter) record(host string) time.Duration {
 		r = &record{}
 		l.hosts[host] = r
 	}
-	r.failures++
 	r.last = now
+	if fingerprint != 0 {
+		for _, f := range r.seen {
+			if f == fingerprint {
+				// The same wrong credentials again: no new guess.
+				return l.delay(r.failures)
+			}
+		}
+		if len(r.seen) < maxSeen {
+			r.seen = append(r.seen, fingerprint)
+		}
+	}
+	r.failures++
 	return l.delay(r.failures)
 }
 

@@ -501,7 +501,7 @@ func (s *session) login(user, pass, mech string) error {
 	switch {
 	case errors.Is(err, ErrAuthFailed):
 		s.authFailures++
-		delay := s.srv.limiter.Failed(s.ctx, s.host)
+		delay := s.srv.limiter.Failed(s.ctx, s.host, s.srv.limiter.Fingerprint(user, pass))
 		s.log.Warn("authentication failed", "user", user, "mech", mech,
 			"session_failures", s.authFailures, "delay", delay)
 		if s.authFailures >= maxAuthFailures {
