@@ -283,7 +283,7 @@ var errNotAllValid = errors.New("not every signature is valid")
 
 func pecCmd(args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "verify" {
-		return errors.New("usage: sigillo pec verify [--roots PEM] FILE...")
+		return errors.New("usage: sigillo pec verify [--roots PEM] FILE [FILE ...]")
 	}
 	fs := flag.NewFlagSet("pec verify", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -300,7 +300,7 @@ func pecCmd(args []string, stdout io.Writer) error {
 		words = fs.Args()[1:]
 	}
 	if len(files) == 0 {
-		return errors.New("usage: sigillo pec verify [--roots PEM] FILE...")
+		return errors.New("usage: sigillo pec verify [--roots PEM] FILE [FILE ...]")
 	}
 	opts := pecverify.Options{Now: time.Now()}
 	if *roots != "" {

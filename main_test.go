@@ -694,7 +694,7 @@ func TestPecVerifyJudgesRealGestoriMessages(t *testing.T) {
 	for _, l := range lines {
 		var r struct {
 			File, Kind, Signature string
-			Daticert             struct{ Tipo string }
+			Daticert              struct{ Tipo string }
 		}
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
 			t.Fatalf("not JSON: %q", l)
