@@ -239,6 +239,7 @@ func TestMailClientsUseTheServer(t *testing.T) {
 
 	t.Run("send, read, flag, move, expunge, POP3", func(t *testing.T) { a.python(t, "mailflow", user...) })
 	t.Run("IDLE wakes within 1 s", func(t *testing.T) { a.python(t, "idle", user...) })
+	t.Run("POP3 download marks read", func(t *testing.T) { a.python(t, "pop3seen", user...) })
 	t.Run("refusals", func(t *testing.T) { a.python(t, "refusals", user...) })
 	t.Run("garbage lines", func(t *testing.T) { a.python(t, "garbage", user...) })
 	t.Run("malformed MIME", func(t *testing.T) { a.python(t, "malformed", user...) })

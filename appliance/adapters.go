@@ -230,17 +230,35 @@ func (m *maildrop) Open(ctx context.Context, uid string) (io.ReadCloser, error) 
 }
 
 func (m *maildrop) Delete(ctx context.Context, uids []string) error {
+	list, err := parseUIDLs(uids)
+	if err != nil {
+		return err
+	}
+	_, err = m.b.proposer.Apply(ctx, &storage.Expunge{FolderID: m.folder.ID, UIDs: list})
+	return err
+}
+
+// MarkSeen implements pop3d.SeenMarker.
+func (m *maildrop) MarkSeen(ctx context.Context, uids []string) error {
+	list, err := parseUIDLs(uids)
+	if err != nil {
+		return err
+	}
+	_, err = m.b.proposer.Apply(ctx, &storage.StoreFlags{FolderID: m.folder.ID, UIDs: list, Mode: storage.FlagsAdd, Flags: []string{`\Seen`}})
+	return err
+}
+
+func parseUIDLs(uids []string) ([]uint32, error) {
 	var list []uint32
 	for _, id := range uids {
 		_, u, ok := strings.Cut(id, ".")
 		n, err := strconv.ParseUint(u, 10, 32)
 		if !ok || err != nil {
-			return fmt.Errorf("bad message id %q", id)
+			return nil, fmt.Errorf("bad message id %q", id)
 		}
 		list = append(list, uint32(n))
 	}
-	_, err := m.b.proposer.Apply(ctx, &storage.Expunge{FolderID: m.folder.ID, UIDs: list})
-	return err
+	return list, nil
 }
 
 func (m *maildrop) Close() error { return nil }

@@ -145,6 +145,26 @@ def scenario_mailflow():
     m.logout()
 
 
+def scenario_pop3seen():
+    """A message downloaded over POP3 and kept on the server shows as read in IMAP."""
+    user = E["USER"]
+    send_smtps(user, user, "downloaded by pop3")
+    m = imap()
+    m.select("INBOX")
+    u = uids(m, 'SUBJECT "downloaded by pop3"')
+    check(len(u) == 1 and u[0] not in uids(m, "SEEN"), "the new message is unread")
+    p = poplib.POP3_SSL(HOST, port("POP3S"), context=CTX, timeout=30)
+    p.user(user)
+    p.pass_(E["PASSWORD"])
+    count, _ = p.stat()
+    p.top(count, 0)  # TOP alone does not make it read
+    p.retr(count)
+    p.quit()
+    m.noop()
+    check(u[0] in uids(m, "SEEN"), "after POP3 RETR and QUIT it is \\Seen in IMAP")
+    m.logout()
+
+
 def scenario_idle():
     """A message delivered while a client IDLEs reaches it within 1 s."""
     user = E["USER"]

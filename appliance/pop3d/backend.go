@@ -54,3 +54,9 @@ type Message struct {
 	// each LF as two octets. The server does not read messages to check.
 	Size int64
 }
+
+// SeenMarker is a Maildrop that records which messages a client retrieved
+// whole (RETR) and kept, at QUIT, so they show as read elsewhere (IMAP).
+type SeenMarker interface {
+	MarkSeen(ctx context.Context, uids []string) error
+}

@@ -75,6 +75,7 @@ type msgEntry struct {
 	uidl    string
 	size    int64
 	deleted bool
+	read    bool // retrieved whole with RETR
 }
 
 // deadlineWriter pushes the write deadline forward before each write, so a
@@ -381,13 +382,22 @@ func (s *session) cmdQUIT(cmd command) error {
 		return errQuit
 	}
 	s.state = stateUpdate
-	var uids []string
+	var uids, read []string
 	left := 0
 	for _, m := range s.msgs {
 		if m.deleted {
 			uids = append(uids, m.uid)
 		} else {
 			left++
+			if m.read {
+				read = append(read, m.uid)
+			}
+		}
+	}
+	// Messages downloaded and kept are read, in IMAP too (as Dovecot does).
+	if ms, ok := s.md.(SeenMarker); ok && len(read) > 0 {
+		if err := ms.MarkSeen(s.ctx, read); err != nil {
+			s.log.Warn("marking retrieved messages seen", "count", len(read), "err", err)
 		}
 	}
 	if len(uids) > 0 {
@@ -651,7 +661,11 @@ func (s *session) cmdRETR(cmd command) error {
 	if m == nil {
 		return s.fail("%s", msg)
 	}
-	return s.sendMessage(n, m, -1, fmt.Sprintf("%d octets", m.size))
+	if err := s.sendMessage(n, m, -1, fmt.Sprintf("%d octets", m.size)); err != nil {
+		return err
+	}
+	m.read = true
+	return nil
 }
 
 func (s *session) cmdTOP(cmd command) error {
