@@ -280,6 +280,12 @@ def scenario_refusals():
     except smtplib.SMTPException as e:
         check(True, "AUTH before STARTTLS on 587 refused (%s)" % str(e)[:80])
 
+    def literal():
+        with smtplib.SMTP_SSL(HOST, port("SMTPS"), context=CTX, timeout=30) as s:
+            s.login(user, E["PASSWORD"])
+            s.sendmail(user, ["x@[127.0.0.1]"], "Subject: literal\r\n\r\nx\r\n")
+    expect_smtp_error(literal, (550,), "an address-literal recipient is refused at RCPT")
+
     def not_owner():
         send_smtps("ceo@" + user.split("@")[1], user, "forged")
     expect_smtp_error(not_owner, (553,), "sender not owned by the login refused")

@@ -227,9 +227,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	ctx, cancel := context.WithTimeout(s.srv.ctx, lookupTimeout)
 	defer cancel()
-	_, domain, ok := storage.SplitAddress(to)
-	if !ok {
+	localPart, domain, ok := storage.SplitAddress(to)
+	if !ok || strings.ContainsFunc(localPart, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return replyf(501, smtp.EnhancedCode{5, 1, 3}, "<%s>: Bad recipient address syntax", to)
+	}
+	if !hostnameSyntax(domain) {
+		// Address literals ([192.0.2.1]) and malformed names: refused here
+		// rather than accepted and bounced later.
+		return replyf(550, smtp.EnhancedCode{5, 1, 2}, "<%s>: Recipient domain is not a valid host name (address literals are not supported)", to)
 	}
 	key := storage.NormalizeAddress(to)
 	local, err := s.srv.Store.IsLocalDomain(ctx, domain)
@@ -359,7 +364,11 @@ func (s *session) Data(r io.Reader) error {
 	if cmd.Outbound != nil && s.srv.Enqueued != nil {
 		s.srv.Enqueued()
 	}
-	s.log.Info("message accepted", "id", id, "from", s.from, "local", len(targets), "remote", len(remote),
+	placed := len(targets)
+	if res != nil {
+		placed = len(res.Placed)
+	}
+	s.log.Info("message accepted", "id", id, "from", s.from, "local", placed, "remote", len(remote),
 		"size", len(data), "tls", cs != nil)
 	// go-smtp writes the code and text of a returned SMTPError as they
 	// are, so a 250 "error" gives Postfix's "queued as" reply.
@@ -406,6 +415,27 @@ func sameAddress(a, b string) bool {
 		}
 		if x != y {
 			return false
+		}
+	}
+	return true
+}
+
+// hostnameSyntax reports whether d is a plausible DNS host name: labels of
+// letters, digits and hyphens, at least two of them.
+func hostnameSyntax(d string) bool {
+	d = strings.TrimSuffix(d, ".")
+	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
 		}
 	}
 	return true
