@@ -6,6 +6,7 @@
 //	sigillo mailbox add|passwd ADDRESS --password-stdin [--quota BYTES]
 //	sigillo mailbox list [DOMAIN] | remove ADDRESS
 //	sigillo queue list
+//	sigillo gestore init [--ca CERT --ca-key KEY] | cert
 //	sigillo pec verify [--roots PEM] FILE...
 //	sigillo ca export
 //	sigillo version
@@ -17,8 +18,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha1"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +47,7 @@ const usage = `usage:
   sigillo mailbox passwd ADDRESS --password-stdin
   sigillo mailbox list [DOMAIN] | remove ADDRESS
   sigillo queue list
+  sigillo gestore init [--ca CERT --ca-key KEY] | cert
   sigillo pec verify [--roots PEM] FILE...
   sigillo ca export
   sigillo version
@@ -64,6 +68,7 @@ type cli struct {
 	passwordStdin bool
 	quota         string
 	json          bool
+	ca, caKey     string
 	args          []string
 }
 
@@ -76,6 +81,8 @@ func parse(name string, words []string) (*cli, error) {
 	fs.BoolVar(&c.passwordStdin, "password-stdin", false, "read the password from standard input")
 	fs.StringVar(&c.quota, "quota", "", "mailbox quota in bytes (or 500M, 2G; 0: unlimited)")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
+	fs.StringVar(&c.ca, "ca", "", "CA certificate (PEM) to sign the gestore certificate")
+	fs.StringVar(&c.caKey, "ca-key", "", "the CA's private key (PEM)")
 	for {
 		if err := fs.Parse(words); err != nil {
 			return nil, fmt.Errorf("%s: %v", name, err)
@@ -106,7 +113,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return pecCmd(rest, stdout)
 	}
 	switch cmd {
-	case "serve", "domain", "mailbox", "queue", "ca":
+	case "serve", "domain", "mailbox", "queue", "ca", "gestore":
 	default:
 		return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 	}
@@ -130,6 +137,8 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return mailboxCmd(cfg, c, stdin, stdout)
 	case "queue":
 		return queueCmd(cfg, c, stdout)
+	case "gestore":
+		return gestoreCmd(cfg, c, stdout, stderr)
 	case "ca":
 		if len(c.args) != 1 || c.args[0] != "export" {
 			return errors.New("usage: sigillo ca export")
@@ -275,6 +284,33 @@ func queueCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 			it.Attempts, it.NextAttempt.Local().Format(time.DateTime), it.LastError)
 	}
 	return tw.Flush()
+}
+
+// gestoreCmd makes or shows the PEC gestore's key and certificate. It works
+// on the token directly: the server need not run.
+func gestoreCmd(cfg config.Config, c *cli, stdout, stderr io.Writer) error {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	sub, args := first(c.args)
+	switch {
+	case sub == "init" && len(args) == 0:
+		cert, err := appliance.GestoreInit(cfg, c.ca, c.caKey, logger)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "gestore certificate for %s (%s), valid until %s, SHA-1 %X\n",
+			strings.Join(cert.EmailAddresses, ","), cert.Subject.CommonName, cert.NotAfter.Format(time.DateOnly), sha1.Sum(cert.Raw))
+		return nil
+	case sub == "cert" && len(args) == 0:
+		chain, err := appliance.GestoreCert(cfg, logger)
+		if err != nil {
+			return err
+		}
+		for _, cert := range chain {
+			pem.Encode(stdout, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+		}
+		return nil
+	}
+	return errors.New("usage: sigillo gestore init [--ca CERT --ca-key KEY] | cert")
 }
 
 // errNotAllValid makes `sigillo pec verify` exit 1 with the JSON lines as

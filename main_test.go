@@ -760,3 +760,59 @@ func TestAStalePasswordDoesNotLockOutOthersOnTheSameAddress(t *testing.T) {
 		t.Logf("8 s of a stale password on 4 connections; then alice logged in in %v", took.Round(time.Millisecond))
 	}
 }
+
+// TestGestoreInitMakesTheKeyInTheTokenAndShowsItsCertificate drives
+// `sigillo gestore init` and `gestore cert` against a real SoftHSM2 token,
+// and checks the certificate with openssl.
+func TestGestoreInitMakesTheKeyInTheTokenAndShowsItsCertificate(t *testing.T) {
+	softhsm := need(t, "softhsm2-util")
+	openssl := need(t, "openssl")
+	module := "/usr/lib/softhsm/libsofthsm2.so"
+	if _, err := os.Stat(module); err != nil {
+		t.Fatalf("softhsm2-util is installed but %s is not: %v", module, err)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "softhsm2.conf")
+	os.MkdirAll(filepath.Join(dir, "tokens"), 0o700)
+	os.WriteFile(conf, []byte("directories.tokendir = "+filepath.Join(dir, "tokens")+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600)
+	t.Setenv("SOFTHSM2_CONF", conf)
+	if out, err := exec.Command(softhsm, "--init-token", "--free", "--label", "sigillo", "--pin", "1234", "--so-pin", "5678").CombinedOutput(); err != nil {
+		t.Fatalf("init token: %v %s", err, out)
+	}
+	pinFile := filepath.Join(dir, "hsm.pin")
+	os.WriteFile(pinFile, []byte("1234\n"), 0o600)
+
+	a := newInstance(t, "mail.a.test", fmt.Sprintf("[signer]\npkcs11_module = %q\ntoken_label = \"sigillo\"\npin_file = %q\nkey_label = \"gestore\"\n[pec]\nprovider_name = \"Example PEC S.p.A.\"\n", module, pinFile))
+	first := a.cli("", "gestore", "init")
+	if !strings.Contains(first, "posta-certificata@mail.a.test") {
+		t.Fatalf("gestore init: %q", first)
+	}
+	if again := a.cli("", "gestore", "init"); again != first {
+		t.Fatalf("a second init changed the certificate:\n%s%s", first, again)
+	}
+	pemOut := a.cli("", "gestore", "cert")
+	certFile := filepath.Join(dir, "gestore.pem")
+	os.WriteFile(certFile, []byte(pemOut), 0o600)
+	text, err := exec.Command(openssl, "x509", "-in", certFile, "-noout", "-text").CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl x509: %v %s", err, text)
+	}
+	for _, want := range []string{"email:posta-certificata@mail.a.test", "Digital Signature, Non Repudiation", "E-mail Protection", "Example PEC S.p.A."} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("certificate lacks %q:\n%s", want, text)
+		}
+	}
+	t.Logf("gestore init: %s", strings.TrimSpace(first))
+
+	// A wrong PIN and a missing [signer] are one clear line each.
+	os.WriteFile(pinFile, []byte("9999\n"), 0o600)
+	if _, err := a.try("", "gestore", "cert"); err == nil {
+		t.Fatal("a wrong PIN was accepted")
+	} else {
+		t.Logf("wrong PIN: %v", err)
+	}
+	bare := newInstance(t, "mail.b.test", "")
+	if _, err := bare.try("", "gestore", "init"); err == nil || !strings.Contains(err.Error(), "no [signer]") {
+		t.Fatalf("without [signer]: %v", err)
+	}
+}

@@ -37,6 +37,36 @@ type Config struct {
 	// MinFreeBytes is the free disk space under which new mail is refused
 	// with a temporary error; 0 means 1.5 × max_message_bytes, as Postfix.
 	MinFreeBytes int64 `toml:"min_free_bytes"`
+	// Signer says where the PEC gestore's signing key is.
+	Signer Signer `toml:"signer"`
+	// PEC describes this gestore.
+	PEC PEC `toml:"pec"`
+}
+
+// Signer is the [signer] table: a PKCS#11 token, or (development only) a
+// PEM key file.
+type Signer struct {
+	PKCS11Module string `toml:"pkcs11_module"`
+	TokenLabel   string `toml:"token_label"`
+	PinFile      string `toml:"pin_file"`
+	KeyLabel     string `toml:"key_label"`
+	KeyFile      string `toml:"key_file"`
+}
+
+// PEC is the [pec] table.
+type PEC struct {
+	ProviderName   string `toml:"provider_name"`
+	ServiceAddress string `toml:"service_address"`
+	VerifyPeerTLS  bool   `toml:"verify_peer_tls"`
+}
+
+// ServiceAddress is the gestore's service address: the From of every
+// receipt and envelope (default posta-certificata@<hostname>).
+func (c *Config) ServiceAddress() string {
+	if c.PEC.ServiceAddress != "" {
+		return c.PEC.ServiceAddress
+	}
+	return "posta-certificata@" + c.Hostname
 }
 
 // Listen is the [listen] table.
@@ -131,6 +161,12 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(hop); err != nil {
 			return fmt.Errorf("routes.%q: %q is not host:port", dom, hop)
 		}
+	}
+	if c.Signer.PKCS11Module != "" && c.Signer.KeyFile != "" {
+		return errors.New("signer: set pkcs11_module or key_file, not both")
+	}
+	if c.Signer.PKCS11Module != "" && (c.Signer.TokenLabel == "" || c.Signer.PinFile == "") {
+		return errors.New("signer: pkcs11_module needs token_label and pin_file")
 	}
 	if c.MinFreeBytes < 0 {
 		return fmt.Errorf("min_free_bytes must not be negative, not %d", c.MinFreeBytes)
