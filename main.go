@@ -7,6 +7,7 @@
 //	sigillo mailbox list [DOMAIN] | remove ADDRESS
 //	sigillo queue list
 //	sigillo gestore init [--ca CERT --ca-key KEY] | cert
+//	sigillo directory import FILE.ldif | list
 //	sigillo pec verify [--roots PEM] FILE...
 //	sigillo ca export
 //	sigillo version
@@ -48,6 +49,7 @@ const usage = `usage:
   sigillo mailbox list [DOMAIN] | remove ADDRESS
   sigillo queue list
   sigillo gestore init [--ca CERT --ca-key KEY] | cert
+  sigillo directory import FILE.ldif | list
   sigillo pec verify [--roots PEM] FILE...
   sigillo ca export
   sigillo version
@@ -113,7 +115,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return pecCmd(rest, stdout)
 	}
 	switch cmd {
-	case "serve", "domain", "mailbox", "queue", "ca", "gestore":
+	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory":
 	default:
 		return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 	}
@@ -139,6 +141,8 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return queueCmd(cfg, c, stdout)
 	case "gestore":
 		return gestoreCmd(cfg, c, stdout, stderr)
+	case "directory":
+		return directoryCmd(cfg, c, stdout)
 	case "ca":
 		if len(c.args) != 1 || c.args[0] != "export" {
 			return errors.New("usage: sigillo ca export")
@@ -311,6 +315,43 @@ func gestoreCmd(cfg config.Config, c *cli, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return errors.New("usage: sigillo gestore init [--ca CERT --ca-key KEY] | cert")
+}
+
+// directoryCmd loads and shows the PEC providers directory.
+func directoryCmd(cfg config.Config, c *cli, stdout io.Writer) error {
+	sub, args := first(c.args)
+	switch {
+	case sub == "import" && len(args) == 1:
+		data, err := os.ReadFile(args[0])
+		if err != nil {
+			return fmt.Errorf("directory import: %w", err)
+		}
+		var res map[string]int
+		if err := call(cfg, "directory.import", map[string]string{"ldif": string(data)}, &res); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%d providers imported; the directory lists %d\n", res["imported"], res["total"])
+		return nil
+	case sub == "list" && len(args) == 0:
+		var ps []appliance.ProviderInfo
+		if err := call(cfg, "directory.list", nil, &ps); err != nil {
+			return err
+		}
+		if c.json {
+			return json.NewEncoder(stdout).Encode(ps)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PROVIDER\tMAIL RECEIPT\tDOMAINS\tCERTIFICATE SHA-1")
+		for _, p := range ps {
+			name := p.Name
+			if p.Unit != "" {
+				name += " (" + p.Unit + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, p.MailReceipt, strings.Join(p.ManagedDomains, ","), strings.Join(p.CertificateSHA1, ","))
+		}
+		return tw.Flush()
+	}
+	return errors.New("usage: sigillo directory import FILE.ldif | list")
 }
 
 // errNotAllValid makes `sigillo pec verify` exit 1 with the JSON lines as

@@ -27,6 +27,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"sigillo/appliance"
 	"sigillo/appliance/apptest"
 )
 
@@ -815,4 +816,49 @@ func TestGestoreInitMakesTheKeyInTheTokenAndShowsItsCertificate(t *testing.T) {
 	if _, err := bare.try("", "gestore", "init"); err == nil || !strings.Contains(err.Error(), "no [signer]") {
 		t.Fatalf("without [signer]: %v", err)
 	}
+}
+
+// TestTheProvidersDirectoryIsImportedListedAndKept loads an LDIF trust list
+// through the command line, refuses a broken one whole, and keeps the
+// directory across a restart.
+func TestTheProvidersDirectoryIsImportedListedAndKept(t *testing.T) {
+	a := newInstance(t, "mail.a.test", "")
+	a.start()
+	ldif, err := filepath.Abs("appliance/pecdir/testdata/indice.ldif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := a.cli("", "directory", "import", ldif)
+	if !strings.Contains(out, "imported") {
+		t.Fatalf("import: %q", out)
+	}
+	list := func() []appliance.ProviderInfo {
+		t.Helper()
+		var ps []appliance.ProviderInfo
+		if err := json.Unmarshal([]byte(a.cli("", "directory", "list", "--json")), &ps); err != nil {
+			t.Fatal(err)
+		}
+		return ps
+	}
+	before := list()
+	if len(before) == 0 || len(before[0].ManagedDomains) == 0 || before[0].MailReceipt == "" {
+		t.Fatalf("directory after import: %+v", before)
+	}
+	// The same file again replaces, it does not duplicate.
+	a.cli("", "directory", "import", ldif)
+	if again := list(); len(again) != len(before) {
+		t.Fatalf("a second import made %d entries from %d", len(again), len(before))
+	}
+	// A broken file is refused whole, with the line at fault.
+	broken := filepath.Join(t.TempDir(), "broken.ldif")
+	os.WriteFile(broken, []byte("dn: cn=x\nproviderName: X\n mailReceipt:: !!!notbase64\n"), 0o600)
+	if _, err := a.try("", "directory", "import", broken); err == nil || !strings.Contains(err.Error(), "line") {
+		t.Fatalf("broken LDIF: %v", err)
+	}
+	a.stop(syscall.SIGTERM)
+	a.start()
+	if after := list(); len(after) != len(before) {
+		t.Fatalf("after a restart %d providers, want %d", len(after), len(before))
+	}
+	t.Logf("%d providers imported, listed, kept across a restart; %s", len(before), strings.TrimSpace(out))
 }

@@ -13,6 +13,7 @@ import (
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/control"
 	"sigillo/appliance/passwd"
+	"sigillo/appliance/pecdir"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/tlsmgr"
 	"sigillo/raftfsm"
@@ -112,6 +113,22 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 				Created: it.CreatedAt, NextAttempt: it.NextAttempt, Attempts: it.Attempts, LastError: it.LastError})
 		}
 		return out, nil
+	case "directory.import":
+		return h.importDirectory(ctx, arg("ldif"))
+	case "directory.list":
+		ps, err := h.directory(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := []ProviderInfo{}
+		for _, p := range ps {
+			info := ProviderInfo{Name: p.Name, Unit: p.Unit, MailReceipt: p.MailReceipt, ManagedDomains: p.ManagedDomains}
+			for _, c := range p.Certificates {
+				info.CertificateSHA1 = append(info.CertificateSHA1, pecdir.SHA1Hex(c))
+			}
+			out = append(out, info)
+		}
+		return out, nil
 	case "ca.export":
 		return string(h.ca.RootPEM()), nil
 	case "status":
@@ -151,6 +168,67 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("quota %q: use a byte count like 1073741824, 500M or 2G (0: unlimited)", s)
 	}
 	return n * mult, nil
+}
+
+// directoryKey holds the providers directory (RFC 6109 4.5) in the
+// replicated store, as LDIF.
+const directoryKey = "pec/directory.ldif"
+
+// ProviderInfo describes one gestore for `sigillo directory list`.
+type ProviderInfo struct {
+	Name            string   `json:"name"`
+	Unit            string   `json:"unit,omitempty"`
+	MailReceipt     string   `json:"mail_receipt"`
+	ManagedDomains  []string `json:"managed_domains"`
+	CertificateSHA1 []string `json:"certificate_sha1,omitempty"`
+}
+
+func (h *controlHandler) directory(ctx context.Context) ([]pecdir.Provider, error) {
+	data, err := h.store.KV(ctx, directoryKey)
+	if storage.IsCode(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pecdir.ParseLDIF(bytes.NewReader(data))
+}
+
+// importDirectory merges the providers of an LDIF file into the directory:
+// an entry replaces the one with the same name and unit (a renewed
+// certificate), others are added. The file is refused whole if any entry
+// is invalid.
+func (h *controlHandler) importDirectory(ctx context.Context, ldif string) (any, error) {
+	incoming, err := pecdir.ParseLDIF(strings.NewReader(ldif))
+	if err != nil {
+		return nil, fmt.Errorf("directory import: %w", err)
+	}
+	if len(incoming) == 0 {
+		return nil, errors.New("directory import: no provider entry in the file")
+	}
+	current, err := h.directory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("directory import: the stored directory: %w", err)
+	}
+	key := func(p pecdir.Provider) string { return p.Name + "\x00" + p.Unit }
+	replaced := map[string]bool{}
+	for _, p := range incoming {
+		replaced[key(p)] = true
+	}
+	merged := append([]pecdir.Provider(nil), incoming...)
+	for _, p := range current {
+		if !replaced[key(p)] {
+			merged = append(merged, p)
+		}
+	}
+	var buf bytes.Buffer
+	if err := pecdir.WriteLDIF(&buf, merged); err != nil {
+		return nil, fmt.Errorf("directory import: %w", err)
+	}
+	if _, err := h.proposer.Apply(ctx, &storage.PutKV{Key: directoryKey, Value: buf.Bytes()}); err != nil {
+		return nil, err
+	}
+	return map[string]int{"imported": len(incoming), "total": len(merged)}, nil
 }
 
 // QueueInfo describes one outbound message for `sigillo queue list`.

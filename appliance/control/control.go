@@ -36,7 +36,7 @@ type Response struct {
 type Handler func(ctx context.Context, req Request) (any, error)
 
 // maxRequest bounds what a client may send.
-const maxRequest = 1 << 20
+const maxRequest = 40 << 20 // a providers directory can be large
 
 // Server answers requests on a unix socket.
 type Server struct {
