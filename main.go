@@ -7,7 +7,7 @@
 //	sigillo mailbox list [DOMAIN] | remove ADDRESS
 //	sigillo queue list
 //	sigillo gestore init [--ca CERT --ca-key KEY] | cert
-//	sigillo directory import FILE.ldif | list
+//	sigillo directory import FILE.ldif | export | list
 //	sigillo pec verify [--roots PEM] FILE...
 //	sigillo ca export
 //	sigillo version
@@ -38,18 +38,19 @@ import (
 	"sigillo/appliance"
 	"sigillo/appliance/config"
 	"sigillo/appliance/control"
+	"sigillo/appliance/pecdir"
 	"sigillo/appliance/pecverify"
 )
 
 const usage = `usage:
   sigillo serve [--config FILE]
-  sigillo domain add NAME | list | remove NAME
+  sigillo domain add NAME [--pec] | list | remove NAME
   sigillo mailbox add ADDRESS --password-stdin [--quota BYTES]
   sigillo mailbox passwd ADDRESS --password-stdin
   sigillo mailbox list [DOMAIN] | remove ADDRESS
   sigillo queue list
   sigillo gestore init [--ca CERT --ca-key KEY] | cert
-  sigillo directory import FILE.ldif | list
+  sigillo directory import FILE.ldif | export | list
   sigillo pec verify [--roots PEM] FILE...
   sigillo ca export
   sigillo version
@@ -71,6 +72,7 @@ type cli struct {
 	quota         string
 	json          bool
 	ca, caKey     string
+	pec           bool
 	args          []string
 }
 
@@ -83,6 +85,7 @@ func parse(name string, words []string) (*cli, error) {
 	fs.BoolVar(&c.passwordStdin, "password-stdin", false, "read the password from standard input")
 	fs.StringVar(&c.quota, "quota", "", "mailbox quota in bytes (or 500M, 2G; 0: unlimited)")
 	fs.BoolVar(&c.json, "json", false, "print JSON")
+	fs.BoolVar(&c.pec, "pec", false, "run the domain as PEC (certified mail)")
 	fs.StringVar(&c.ca, "ca", "", "CA certificate (PEM) to sign the gestore certificate")
 	fs.StringVar(&c.caKey, "ca-key", "", "the CA's private key (PEM)")
 	for {
@@ -178,10 +181,14 @@ func domainCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 	sub, args := first(c.args)
 	switch {
 	case sub == "add" && len(args) == 1:
-		if err := call(cfg, "domain.add", map[string]string{"name": args[0]}, nil); err != nil {
+		if err := call(cfg, "domain.add", map[string]string{"name": args[0], "pec": fmt.Sprint(c.pec)}, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "domain %s added\n", args[0])
+		if c.pec {
+			fmt.Fprintf(stdout, "PEC domain %s added\n", args[0])
+		} else {
+			fmt.Fprintf(stdout, "domain %s added\n", args[0])
+		}
 		return nil
 	case sub == "remove" && len(args) == 1:
 		if err := call(cfg, "domain.remove", map[string]string{"name": args[0]}, nil); err != nil {
@@ -198,13 +205,17 @@ func domainCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 			return json.NewEncoder(stdout).Encode(ds)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DOMAIN\tMAILBOXES\tCREATED")
+		fmt.Fprintln(tw, "DOMAIN\tKIND\tMAILBOXES\tCREATED")
 		for _, d := range ds {
-			fmt.Fprintf(tw, "%s\t%d\t%s\n", d.Name, d.Mailboxes, d.Created.Format(time.DateOnly))
+			kind := "mail"
+			if d.PEC {
+				kind = "PEC"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", d.Name, kind, d.Mailboxes, d.Created.Format(time.DateOnly))
 		}
 		return tw.Flush()
 	}
-	return errors.New("usage: sigillo domain add NAME | list | remove NAME")
+	return errors.New("usage: sigillo domain add NAME [--pec] | list | remove NAME")
 }
 
 func mailboxCmd(cfg config.Config, c *cli, stdin io.Reader, stdout io.Writer) error {
@@ -332,6 +343,8 @@ func directoryCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%d providers imported; the directory lists %d\n", res["imported"], res["total"])
 		return nil
+	case sub == "export" && len(args) == 0:
+		return exportDirectory(cfg, stdout)
 	case sub == "list" && len(args) == 0:
 		var ps []appliance.ProviderInfo
 		if err := call(cfg, "directory.list", nil, &ps); err != nil {
@@ -351,7 +364,35 @@ func directoryCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 		}
 		return tw.Flush()
 	}
-	return errors.New("usage: sigillo directory import FILE.ldif | list")
+	return errors.New("usage: sigillo directory import FILE.ldif | export | list")
+}
+
+// exportDirectory prints this gestore's own directory entry as LDIF: its
+// name, service address (mailReceipt), certificate and PEC domains.
+func exportDirectory(cfg config.Config, stdout io.Writer) error {
+	var ds []appliance.DomainInfo
+	if err := call(cfg, "domain.list", nil, &ds); err != nil {
+		return err
+	}
+	var domains []string
+	for _, d := range ds {
+		if d.PEC {
+			domains = append(domains, d.Name)
+		}
+	}
+	if len(domains) == 0 {
+		return errors.New("directory export: no PEC domain here (sigillo domain add NAME --pec)")
+	}
+	if cfg.PEC.ProviderName == "" {
+		return errors.New("directory export: set provider_name in [pec]")
+	}
+	chain, err := appliance.GestoreCert(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return fmt.Errorf("directory export: %w", err)
+	}
+	p := pecdir.Provider{Name: cfg.PEC.ProviderName, MailReceipt: cfg.ServiceAddress(), ManagedDomains: domains,
+		Certificates: chain[:1], CertificateHash: []string{"SHA1#" + pecdir.SHA1Hex(chain[0])}}
+	return pecdir.WriteLDIF(stdout, []pecdir.Provider{p})
 }
 
 // errNotAllValid makes `sigillo pec verify` exit 1 with the JSON lines as

@@ -29,6 +29,7 @@ import (
 
 	"sigillo/appliance"
 	"sigillo/appliance/apptest"
+	"sigillo/appliance/pecdir"
 )
 
 var binary string
@@ -804,6 +805,29 @@ func TestGestoreInitMakesTheKeyInTheTokenAndShowsItsCertificate(t *testing.T) {
 		}
 	}
 	t.Logf("gestore init: %s", strings.TrimSpace(first))
+
+	// Its directory entry, exported and imported by another installation:
+	// that is how two gestori come to trust each other.
+	a.start()
+	a.cli("", "domain", "add", "a.test", "--pec")
+	a.cli("", "domain", "add", "plain.test")
+	if _, err := a.try("", "directory", "export"); err != nil {
+		t.Fatalf("directory export: %v", err)
+	}
+	entry := a.cli("", "directory", "export")
+	ps, err := pecdir.ParseLDIF(strings.NewReader(entry))
+	if err != nil || len(ps) != 1 || strings.Join(ps[0].ManagedDomains, ",") != "a.test" || ps[0].MailReceipt != "posta-certificata@mail.a.test" {
+		t.Fatalf("exported entry %+v, %v:\n%s", ps, err, entry)
+	}
+	other := newInstance(t, "mail.b.test", "")
+	other.start()
+	entryFile := filepath.Join(dir, "a.ldif")
+	os.WriteFile(entryFile, []byte(entry), 0o600)
+	other.cli("", "directory", "import", entryFile)
+	if list := other.cli("", "directory", "list"); !strings.Contains(list, "Example PEC S.p.A.") || !strings.Contains(list, "a.test") {
+		t.Fatalf("B's directory after importing A's entry:\n%s", list)
+	}
+	a.stop(syscall.SIGTERM)
 
 	// A wrong PIN and a missing [signer] are one clear line each.
 	os.WriteFile(pinFile, []byte("9999\n"), 0o600)

@@ -33,6 +33,7 @@ type DomainInfo struct {
 	Name      string    `json:"name"`
 	Mailboxes int       `json:"mailboxes"`
 	Created   time.Time `json:"created"`
+	PEC       bool      `json:"pec"`
 }
 
 // MailboxInfo describes one mailbox for `sigillo mailbox list`.
@@ -46,7 +47,7 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 	arg := func(k string) string { return req.Args[k] }
 	switch req.Op {
 	case "domain.add":
-		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix()})
+		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix(), PEC: arg("pec") == "true"})
 		return nil, err
 	case "domain.remove":
 		_, err := h.proposer.Apply(ctx, &storage.RemoveDomain{Name: arg("name")})
@@ -58,7 +59,7 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 		}
 		out := []DomainInfo{}
 		for _, d := range ds {
-			out = append(out, DomainInfo{Name: d.Name, Mailboxes: d.Mailboxes, Created: d.CreatedAt})
+			out = append(out, DomainInfo{Name: d.Name, Mailboxes: d.Mailboxes, Created: d.CreatedAt, PEC: d.PEC})
 		}
 		return out, nil
 	case "mailbox.add":

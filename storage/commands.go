@@ -70,6 +70,8 @@ func DefaultFolders() []struct{ Name, SpecialUse string } {
 type AddDomain struct {
 	Name string `json:"name"`
 	At   int64  `json:"at"` // unix seconds
+	// PEC runs the domain as certified mail (the PEC gestore rules).
+	PEC bool `json:"pec,omitempty"`
 }
 
 // Op implements Command.
@@ -81,7 +83,7 @@ func (c *AddDomain) apply(t *txn) (any, error) {
 		return nil, refuse(ErrInvalid, "invalid domain name %q", c.Name)
 	}
 	var id int64
-	err := t.row("INSERT INTO domains(name, created_at) VALUES(?, ?) ON CONFLICT(name) DO NOTHING RETURNING id", name, c.At).Scan(&id)
+	err := t.row("INSERT INTO domains(name, created_at, pec) VALUES(?, ?, ?) ON CONFLICT(name) DO NOTHING RETURNING id", name, c.At, c.PEC).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, refuse(ErrExists, "domain %s already exists", name)
 	}

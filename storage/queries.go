@@ -13,7 +13,7 @@ import (
 // Domains lists the hosted domains with their mailbox counts.
 func (s *Store) Domains(ctx context.Context) ([]Domain, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT d.id, d.name, d.created_at,
-		(SELECT count(*) FROM mailboxes m WHERE m.domain_id=d.id) FROM domains d ORDER BY d.name`)
+		(SELECT count(*) FROM mailboxes m WHERE m.domain_id=d.id), d.pec FROM domains d ORDER BY d.name`)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
@@ -22,7 +22,7 @@ func (s *Store) Domains(ctx context.Context) ([]Domain, error) {
 	for rows.Next() {
 		var d Domain
 		var at int64
-		if err := rows.Scan(&d.ID, &d.Name, &at, &d.Mailboxes); err != nil {
+		if err := rows.Scan(&d.ID, &d.Name, &at, &d.Mailboxes, &d.PEC); err != nil {
 			return nil, fmt.Errorf("list domains: %w", err)
 		}
 		d.CreatedAt = time.Unix(at, 0).UTC()

@@ -71,4 +71,6 @@ CREATE TABLE kv (
 	value BLOB NOT NULL
 );
 `,
+	// 2: a domain can be run as a PEC (certified mail) domain.
+	`ALTER TABLE domains ADD COLUMN pec INTEGER NOT NULL DEFAULT 0;`,
 }

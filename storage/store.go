@@ -287,6 +287,7 @@ type Domain struct {
 	Name      string
 	CreatedAt time.Time
 	Mailboxes int
+	PEC       bool
 }
 
 // Mailbox is a user's account: an address with a password and folders.
