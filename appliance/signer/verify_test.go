@@ -14,11 +14,15 @@ import (
 )
 
 // samples returns the folder of the real PEC messages (../shared/pec-samples),
-// named by SIGILLO_PEC_SAMPLES, or skips the test saying so.
+// named by SIGILLO_PEC_SAMPLES; without it the test fails under CI=true
+// and skips loudly elsewhere.
 func samples(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("SIGILLO_PEC_SAMPLES")
 	if dir == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("SIGILLO_PEC_SAMPLES is not set: %s cannot run, and in CI that is a failure", t.Name())
+		}
 		t.Skipf("!!! SKIPPING %s: SIGILLO_PEC_SAMPLES is unset; point it at shared/pec-samples to verify real gestori's messages !!!", t.Name())
 	}
 	return dir
