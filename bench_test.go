@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/smtp"
 	"os"
@@ -27,10 +26,7 @@ func BenchmarkAppliance(b *testing.B) {
 	in := newInstance(b, "mail.bench.test", "")
 	in.start()
 	in.provision("bench.test", "bench@bench.test")
-	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(in.ca)
-	pool.AppendCertsFromPEM(pem)
-	tlsConf := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+	tlsConf := in.tlsClient(b, "127.0.0.1")
 	addr := fmt.Sprintf("127.0.0.1:%d", in.ports["submissions"])
 	user, pw := "bench@bench.test", password("bench@bench.test")
 

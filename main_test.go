@@ -170,6 +170,21 @@ func (in *instance) stop(sig syscall.Signal) {
 	}
 }
 
+// tlsClient is a client TLS configuration that trusts the instance's
+// exported root (`sigillo ca export`) and expects serverName.
+func (in *instance) tlsClient(t testing.TB, serverName string) *tls.Config {
+	t.Helper()
+	pemBytes, err := os.ReadFile(in.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("%s: no certificate in %s", in.name, in.ca)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: serverName}
+}
+
 func (in *instance) try(stdin string, args ...string) (string, error) {
 	args = append(args, "--config", in.config)
 	cmd := exec.Command(binary, args...)
@@ -284,9 +299,7 @@ func TestMailClientsUseTheServer(t *testing.T) {
 		t.Logf("curl: sent by smtps, found UID %s by imaps, pop3s LIST %q", uid, strings.TrimSpace(pop))
 	})
 	t.Run("TLS on every port", func(t *testing.T) {
-		pemBytes, _ := os.ReadFile(a.ca)
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pemBytes)
+		pool := a.tlsClient(t, "").RootCAs
 		for _, l := range []struct {
 			name string
 			alpn []string
@@ -483,10 +496,7 @@ func TestEveryAcknowledgedMessageSurvivesKill9(t *testing.T) {
 	a := newInstance(t, "mail.a.test", "")
 	a.start()
 	a.provision("a.test", "alice@a.test")
-	pemBytes, _ := os.ReadFile(a.ca)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemBytes)
-	tlsConf := &tls.Config{RootCAs: pool, ServerName: "mail.a.test"}
+	tlsConf := a.tlsClient(t, "mail.a.test")
 	addr := fmt.Sprintf("127.0.0.1:%d", a.ports["submissions"])
 
 	var mu sync.Mutex
@@ -589,10 +599,7 @@ func TestAFullDiskMakesSendersWaitAndLosesNothing(t *testing.T) {
 	})
 	a.start()
 	a.provision("a.test", "alice@a.test")
-	pemBytes, _ := os.ReadFile(a.ca)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemBytes)
-	tlsConf := &tls.Config{RootCAs: pool, ServerName: "mail.a.test"}
+	tlsConf := a.tlsClient(t, "mail.a.test")
 	body := bytes.Repeat([]byte(strings.Repeat("y", 998)+"\r\n"), 200) // 200 kB
 
 	send := func(subject string) error {
@@ -722,10 +729,7 @@ func TestAStalePasswordDoesNotLockOutOthersOnTheSameAddress(t *testing.T) {
 	a := newInstance(t, "mail.a.test", "")
 	a.start()
 	a.provision("a.test", "alice@a.test", "bob@a.test")
-	pemBytes, _ := os.ReadFile(a.ca)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemBytes)
-	tlsConf := &tls.Config{RootCAs: pool, ServerName: "mail.a.test"}
+	tlsConf := a.tlsClient(t, "mail.a.test")
 	addr := fmt.Sprintf("127.0.0.1:%d", a.ports["submissions"])
 	login := func(user, pw string, timeout time.Duration) error {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, tlsConf)
