@@ -60,6 +60,8 @@ type instance struct {
 	name    string
 	dir     string
 	config  string
+	extra   string // config tables after [listen]
+	top     string // top-level config keys
 	ports   map[string]int
 	cmd     *exec.Cmd
 	ca      string
@@ -84,17 +86,9 @@ func freePort(t testing.TB) int {
 func newInstance(t testing.TB, name, extra string, top ...string) *instance {
 	t.Helper()
 	dir := t.TempDir()
-	in := &instance{t: t, name: name, dir: dir, config: filepath.Join(dir, "sigillo.toml"), ports: map[string]int{}}
-	var listen strings.Builder
-	for _, l := range []string{"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "https"} {
-		in.ports[l] = freePort(t)
-		fmt.Fprintf(&listen, "%s = \"127.0.0.1:%d\"\n", l, in.ports[l])
-	}
-	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\nmax_message_bytes = 1048576\nlog_level = \"debug\"\n%s\n\n[listen]\n%s\n%s",
-		name, filepath.Join(dir, "data"), strings.Join(top, "\n"), listen.String(), extra)
-	if err := os.WriteFile(in.config, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	in := &instance{t: t, name: name, dir: dir, config: filepath.Join(dir, "sigillo.toml"),
+		extra: extra, top: strings.Join(top, "\n")}
+	in.writeConfig()
 	t.Cleanup(func() {
 		in.stop(syscall.SIGKILL)
 		if t.Failed() {
@@ -114,14 +108,53 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.in.output.Write(p)
 }
 
+// writeConfig picks free ports and writes the configuration.
+func (in *instance) writeConfig() {
+	in.t.Helper()
+	in.ports = map[string]int{}
+	var listen strings.Builder
+	for _, l := range []string{"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "https"} {
+		in.ports[l] = freePort(in.t)
+		fmt.Fprintf(&listen, "%s = \"127.0.0.1:%d\"\n", l, in.ports[l])
+	}
+	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\nmax_message_bytes = 1048576\nlog_level = \"debug\"\n%s\n\n[listen]\n%s\n%s",
+		in.name, filepath.Join(in.dir, "data"), in.top, listen.String(), in.extra)
+	if err := os.WriteFile(in.config, []byte(conf), 0o600); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
 // start runs `sigillo serve` and waits until its control socket answers.
+// A port picked free may be taken by another test process before the
+// server binds it: then the ports are picked again.
 func (in *instance) start() {
+	in.t.Helper()
+	for try := 1; ; try++ {
+		err := in.startOnce()
+		if err == nil {
+			return
+		}
+		in.mu.Lock()
+		busy := strings.Contains(in.output.String(), "address already in use")
+		in.mu.Unlock()
+		if !busy || try == 3 {
+			in.t.Fatal(err)
+		}
+		in.mu.Lock()
+		in.output.Reset()
+		in.mu.Unlock()
+		in.t.Logf("%s: a port was taken meanwhile; picking new ports", in.name)
+		in.writeConfig()
+	}
+}
+
+func (in *instance) startOnce() error {
 	in.t.Helper()
 	in.cmd = exec.Command(binary, "serve", "--config", in.config)
 	in.cmd.Stdout = lockedWriter{in}
 	in.cmd.Stderr = lockedWriter{in}
 	if err := in.cmd.Start(); err != nil {
-		in.t.Fatal(err)
+		return err
 	}
 	in.exited = make(chan struct{})
 	go func() {
@@ -132,7 +165,7 @@ func (in *instance) start() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-in.exited:
-			in.t.Fatalf("%s exited at start: %v", in.name, in.exitErr)
+			return fmt.Errorf("%s exited at start: %v", in.name, in.exitErr)
 		default:
 		}
 		if _, err := in.try("", "domain", "list"); err == nil {
@@ -140,14 +173,14 @@ func (in *instance) start() {
 				in.ca = filepath.Join(in.dir, "ca.pem")
 				pem := in.cli("", "ca", "export")
 				if err := os.WriteFile(in.ca, []byte(pem), 0o600); err != nil {
-					in.t.Fatal(err)
+					return err
 				}
 			}
-			return
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	in.t.Fatalf("%s did not start within 60 s", in.name)
+	return fmt.Errorf("%s did not start within 60 s", in.name)
 }
 
 // stop sends sig and waits for the process to end.
