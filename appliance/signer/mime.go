@@ -53,13 +53,24 @@ func (h Header) Get(name string) string {
 // one). A header block longer than 1 MB or 10000 lines is an error.
 func ParseHeader(b []byte) (Header, []byte, error) {
 	var h Header
+	// The value being unfolded, appended to in place: a field folded over
+	// many lines costs linear time, not quadratic.
+	var cur []byte
+	flush := func() {
+		if len(h) > 0 && cur != nil {
+			h[len(h)-1].Value = string(cur)
+		}
+		cur = nil
+	}
 	pos, lines := 0, 0
 	for pos < len(b) {
 		if pos > maxHeaderBytes {
+			flush()
 			return h, nil, fmt.Errorf("header longer than %d bytes", maxHeaderBytes)
 		}
 		lines++
 		if lines > maxHeaderLines {
+			flush()
 			return h, nil, fmt.Errorf("header has more than %d lines", maxHeaderLines)
 		}
 		next := len(b)
@@ -70,12 +81,16 @@ func ParseHeader(b []byte) (Header, []byte, error) {
 		}
 		line = bytes.TrimSuffix(line, []byte{'\r'})
 		if len(line) == 0 {
+			flush()
 			return h, b[next:], nil
 		}
 		pos = next
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(h) > 0 {
-				h[len(h)-1].Value += " " + string(bytes.TrimSpace(line))
+				if cur == nil {
+					cur = append([]byte(nil), h[len(h)-1].Value...)
+				}
+				cur = append(append(cur, ' '), bytes.TrimSpace(line)...)
 			}
 			continue
 		}
@@ -83,9 +98,11 @@ func ParseHeader(b []byte) (Header, []byte, error) {
 		if colon <= 0 || bytes.ContainsAny(bytes.TrimRight(line[:colon], " \t"), " \t") {
 			continue // not a field (an mbox "From " line, say)
 		}
+		flush()
 		name := strings.ToLower(string(bytes.TrimSpace(line[:colon])))
 		h = append(h, Field{Name: name, Value: string(bytes.TrimSpace(line[colon+1:]))})
 	}
+	flush()
 	return h, nil, nil
 }
 

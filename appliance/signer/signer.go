@@ -118,6 +118,11 @@ func open(st store) (*Signer, error) {
 // Certificate returns the gestore certificate.
 func (s *Signer) Certificate() *x509.Certificate { return s.chain[0] }
 
+// Key is the gestore key as a crypto.Signer (a handle on the token's key:
+// the private key itself never leaves the token), for signatures other
+// than S/MIME, such as the legal log's signed heads.
+func (s *Signer) Key() crypto.Signer { return s.key }
+
 // Chain returns the gestore certificate followed by the certificates of
 // its issuers that go into every signature (none when self-signed).
 func (s *Signer) Chain() []*x509.Certificate {
