@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/config"
 	"sigillo/appliance/control"
+	"sigillo/appliance/legallog"
 	"sigillo/appliance/passwd"
 	"sigillo/appliance/pecdir"
 	"sigillo/appliance/pop3d"
@@ -130,6 +133,20 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 			out = append(out, info)
 		}
 		return out, nil
+	case "log.search":
+		f, err := legallog.FilterFromArgs(req.Args)
+		if err != nil {
+			return nil, err
+		}
+		return legallog.Search(ctx, h.store, f)
+	case "log.verify":
+		// Each head is checked against the certificate it carries and, if
+		// the caller sends trusted roots (PEM), chained to them.
+		roots, err := legallog.RootsFromPEM(arg("roots"))
+		if err != nil {
+			return nil, err
+		}
+		return legallog.Verify(ctx, h.store, roots)
 	case "ca.export":
 		return string(h.ca.RootPEM()), nil
 	case "status":
@@ -141,6 +158,11 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 	}
 	return nil, fmt.Errorf("unknown request %q", req.Op)
 }
+
+// DatabaseFile is the store's database in cfg's data directory. The
+// command line reads it directly (read-only) when no server answers on the
+// control socket.
+func DatabaseFile(cfg config.Config) string { return filepath.Join(cfg.DataDir, "sigillo.db") }
 
 func checkPassword(pw string) (string, error) {
 	pw = strings.TrimRight(pw, "\r\n")

@@ -50,6 +50,14 @@ func newCommand(op string) Command {
 		return &PutKV{}
 	case "delete-kv":
 		return &DeleteKV{}
+	case "pec-log-append":
+		return &AppendLog{}
+	case "pec-log-head":
+		return &PutLogHead{}
+	case "pec-log-purge":
+		return &PurgeLog{}
+	case "pec-batch":
+		return &Batch{}
 	}
 	return nil
 }
@@ -259,6 +267,9 @@ type Outbound struct {
 	Sender      string   `json:"sender"`
 	Recipients  []string `json:"recipients"`
 	NextAttempt int64    `json:"next_attempt"` // unix seconds
+	// RequireTLS: deliver only over TLS (PEC traffic between gestori);
+	// a next hop without STARTTLS is a temporary failure.
+	RequireTLS bool `json:"require_tls,omitempty"`
 }
 
 // Deliver stores one message, once, in any number of folders and on the
@@ -334,8 +345,8 @@ func (c *Deliver) apply(t *txn) (any, error) {
 			return nil, err
 		}
 		rcpts, _ := json.Marshal(o.Recipients)
-		if _, err := t.exec(`INSERT INTO queue(id, sender, recipients, sha256, size, created_at, next_attempt)
-			VALUES(?, ?, ?, ?, ?, ?, ?)`, o.ID, o.Sender, string(rcpts), sha, size, c.InternalDate, o.NextAttempt); err != nil {
+		if _, err := t.exec(`INSERT INTO queue(id, sender, recipients, sha256, size, created_at, next_attempt, require_tls)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, o.ID, o.Sender, string(rcpts), sha, size, c.InternalDate, o.NextAttempt, o.RequireTLS); err != nil {
 			return nil, fmt.Errorf("enqueue %s: %w", o.ID, err)
 		}
 	}

@@ -242,7 +242,7 @@ func (s *Store) Content(ctx context.Context, sha string) ([]byte, error) {
 // QueueItems lists the outbound queue, due first. With due non-zero, only
 // the items whose next attempt is at or before it.
 func (s *Store) QueueItems(ctx context.Context, due time.Time) ([]QueueItem, error) {
-	q := "SELECT id, sender, recipients, sha256, size, created_at, next_attempt, attempts, last_error FROM queue"
+	q := "SELECT id, sender, recipients, sha256, size, created_at, next_attempt, attempts, last_error, require_tls FROM queue"
 	var args []any
 	if !due.IsZero() {
 		q += " WHERE next_attempt<=?"
@@ -259,7 +259,7 @@ func (s *Store) QueueItems(ctx context.Context, due time.Time) ([]QueueItem, err
 		var it QueueItem
 		var rcpts string
 		var created, next int64
-		if err := rows.Scan(&it.ID, &it.Sender, &rcpts, &it.SHA256, &it.Size, &created, &next, &it.Attempts, &it.LastError); err != nil {
+		if err := rows.Scan(&it.ID, &it.Sender, &rcpts, &it.SHA256, &it.Size, &created, &next, &it.Attempts, &it.LastError, &it.RequireTLS); err != nil {
 			return nil, fmt.Errorf("list queue: %w", err)
 		}
 		if err := json.Unmarshal([]byte(rcpts), &it.Recipients); err != nil {

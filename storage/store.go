@@ -204,7 +204,7 @@ func (s *Store) Snapshot(ctx context.Context, path string) error {
 }
 
 // userTables are the tables copied by Restore, parents before children.
-var userTables = []string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv"}
+var userTables = []string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv", "pec_log", "pec_log_heads", "pec_track"}
 
 // Restore replaces the whole state with the database file at path (made by
 // Snapshot, possibly by an older version: it is migrated first). The swap is
@@ -267,6 +267,9 @@ const (
 	ErrInvalid   ErrorCode = "invalid"
 	ErrOverQuota ErrorCode = "over-quota"
 	ErrNotEmpty  ErrorCode = "not-empty"
+	// ErrConflict: the state the command expected is gone (a PEC notice
+	// that is no longer due).
+	ErrConflict ErrorCode = "conflict"
 )
 
 func (e *Error) Error() string { return e.Msg }
@@ -336,6 +339,7 @@ type QueueItem struct {
 	NextAttempt time.Time
 	Attempts    int
 	LastError   string
+	RequireTLS  bool // PEC: only over TLS
 }
 
 // NormalizeDomain lowercases a domain name and strips a trailing dot.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/x509"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 )
@@ -81,163 +80,13 @@ func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.00
 //
 // With roots == nil the check is internal consistency only: anyone can sign
 // heads with a key of their own. VerifyChain never panics on malformed input.
+// A log too large for memory is checked the same way with a Verifier.
 func VerifyChain(entries []Entry, heads []Head, roots *x509.CertPool) Report {
-	r := Report{Entries: len(entries), Heads: len(heads)}
-	add := func(seq uint64, format string, args ...any) {
-		r.Problems = append(r.Problems, Problem{Seq: seq, What: fmt.Sprintf(format, args...)})
+	v := NewVerifier(heads, roots)
+	for _, e := range entries {
+		v.Add(e)
 	}
-
-	// Heads on their own: signature, trust, order.
-	headOK := make([]bool, len(heads))
-	for i, h := range heads {
-		if h.Seq == 0 {
-			add(0, "signed head %d: Seq 0 (the log starts at 1)", i+1)
-		}
-		if err := verifyHead(h, roots); err != nil {
-			add(h.Seq, "signed head %d (signed at %s): %v", i+1, fmtTime(h.Time), err)
-		} else {
-			headOK[i] = true
-		}
-		if i > 0 {
-			p := heads[i-1]
-			if h.Seq < p.Seq {
-				add(h.Seq, "signed head %d out of order: Seq %d after a head for Seq %d", i+1, h.Seq, p.Seq)
-			}
-			if h.Time.Before(p.Time) {
-				add(h.Seq, "signed head %d out of order: signed at %s, before the previous head (%s)", i+1, fmtTime(h.Time), fmtTime(p.Time))
-			}
-		}
-	}
-
-	// The entries: hashes, links, sequence.
-	bySeq := make(map[uint64]int, len(entries))
-	var maxSeq uint64
-	var newest time.Time
-	for i := range entries {
-		e := &entries[i]
-		if j, dup := bySeq[e.Seq]; dup {
-			add(e.Seq, "duplicate Seq: entries %d and %d of the log both have it", j+1, i+1)
-		} else {
-			bySeq[e.Seq] = i
-		}
-		if i == 0 || e.Seq > maxSeq {
-			maxSeq = e.Seq
-		}
-		if i == 0 || e.Time.After(newest) {
-			newest = e.Time
-		}
-		if !bytes.Equal(HashEntry(*e), e.Hash) {
-			add(e.Seq, "content does not match the entry's hash: the entry was altered (%s %s, msgid %q)", fmtTime(e.Time), e.Event, e.MsgID)
-		}
-		if i == 0 {
-			switch {
-			case e.Seq == 0:
-				add(0, "first entry has Seq 0 (the log starts at 1)")
-			case e.Seq == 1:
-				if !bytes.Equal(e.PrevHash, ZeroHash()) {
-					add(1, "first entry's PrevHash is not 32 zero bytes")
-				}
-			default:
-				anchored, found := false, false
-				for k, h := range heads {
-					if headOK[k] && h.Seq == e.Seq-1 {
-						found = true
-						if bytes.Equal(h.Hash, e.PrevHash) {
-							anchored = true
-						}
-					}
-				}
-				switch {
-				case !found:
-					add(e.Seq, "the log starts at Seq %d but no valid signed head for Seq %d anchors it (entries removed from the start?)", e.Seq, e.Seq-1)
-				case !anchored:
-					add(e.Seq, "PrevHash does not match the signed anchor head for Seq %d", e.Seq-1)
-				}
-			}
-			continue
-		}
-		p := &entries[i-1]
-		linked := bytes.Equal(e.PrevHash, p.Hash)
-		link := ""
-		if !linked {
-			link = ", and its PrevHash does not link to that entry"
-		}
-		switch {
-		case e.Seq == p.Seq+1:
-			if !linked {
-				add(e.Seq, "PrevHash does not match the hash of the preceding entry (Seq %d): the chain is broken here (entry replaced or rewritten)", p.Seq)
-			}
-		case e.Seq > p.Seq+1 && p.Seq+1 != 0:
-			add(e.Seq, "sequence gap: Seq %d follows Seq %d, %d entries missing%s", e.Seq, p.Seq, e.Seq-p.Seq-1, link)
-		default:
-			add(e.Seq, "out of order: Seq %d follows Seq %d%s", e.Seq, p.Seq, link)
-		}
-	}
-
-	// Heads against the entries.
-	type cover struct {
-		seq uint64
-		at  time.Time
-	}
-	var covers []cover
-	for i, h := range heads {
-		if !headOK[i] {
-			continue
-		}
-		if len(entries) == 0 {
-			add(h.Seq, "signed head %d covers Seq %d but the log is empty", i+1, h.Seq)
-			continue
-		}
-		if h.Seq < entries[0].Seq {
-			continue // the anchor (checked above) or older: purged entries
-		}
-		j, ok := bySeq[h.Seq]
-		if !ok {
-			if h.Seq > maxSeq {
-				add(h.Seq, "signed head %d covers Seq %d but the log ends at Seq %d: entries removed from the end", i+1, h.Seq, maxSeq)
-			} else {
-				add(h.Seq, "signed head %d covers Seq %d, which is missing from the log", i+1, h.Seq)
-			}
-			continue
-		}
-		if !bytes.Equal(h.Hash, entries[j].Hash) {
-			add(h.Seq, "signed head %d (signed at %s) does not match the entry's hash: the entry or the chain up to it was rewritten", i+1, fmtTime(h.Time))
-			continue
-		}
-		covers = append(covers, cover{h.Seq, h.Time})
-	}
-
-	// Signed at least daily.
-	sort.SliceStable(covers, func(a, b int) bool { return covers[a].seq < covers[b].seq })
-	earliest := make([]time.Time, len(covers)) // earliest signing of a head at or after covers[k].seq
-	for k := len(covers) - 1; k >= 0; k-- {
-		earliest[k] = covers[k].at
-		if k+1 < len(covers) && earliest[k+1].Before(earliest[k]) {
-			earliest[k] = earliest[k+1]
-		}
-	}
-	late := SignInterval + SignTolerance
-	lateReported := make(map[int]bool)
-	tailReported := false
-	for i := range entries {
-		e := &entries[i]
-		k := sort.Search(len(covers), func(k int) bool { return covers[k].seq >= e.Seq })
-		if k < len(covers) {
-			if earliest[k].Sub(e.Time) > late && !lateReported[k] {
-				lateReported[k] = true
-				add(e.Seq, "entry of %s first covered by a head signed at %s, more than %s later", fmtTime(e.Time), fmtTime(earliest[k]), late)
-			}
-			continue
-		}
-		if !tailReported && newest.Sub(e.Time) > late {
-			tailReported = true
-			add(e.Seq, "unsigned tail: no signed head covers the entries from Seq %d (%s) on, and the newest entry (%s) is more than %s later", e.Seq, fmtTime(e.Time), fmtTime(newest), late)
-		}
-	}
-
-	sort.SliceStable(r.Problems, func(a, b int) bool { return r.Problems[a].Seq < r.Problems[b].Seq })
-	r.OK = len(r.Problems) == 0
-	return r
+	return v.Report()
 }
 
 // RetentionCutoff returns the time before which entries may be purged at
