@@ -155,7 +155,12 @@ func (r *Runner) addrs(ctx context.Context, h hop) ([]string, error) {
 
 // deliverDomain sends msg to the recipients of one domain, trying its hosts
 // in order until one of them gives a verdict.
-func (r *Runner) deliverDomain(ctx context.Context, domain, sender string, rcpts []string, msg []byte) []outcome {
+//
+// With requireTLS (PEC traffic between gestori, RFC 6109 §5.3) a host that
+// does not offer STARTTLS, or whose handshake fails, gets nothing: the
+// recipients are deferred, never sent in plaintext. Its certificate chain
+// is then also required to verify when VerifyPeerTLS is set.
+func (r *Runner) deliverDomain(ctx context.Context, domain, sender string, rcpts []string, msg []byte, requireTLS bool) []outcome {
 	hops, err := r.hops(ctx, domain)
 	if err != nil {
 		var he *hopError
@@ -185,12 +190,12 @@ func (r *Runner) deliverDomain(ctx context.Context, domain, sender string, rcpts
 				break
 			}
 			tried++
-			out, err := r.session(ctx, h, addr, sender, rcpts, msg, true)
-			if errors.Is(err, errTLSHandshake) {
+			out, err := r.session(ctx, h, addr, sender, rcpts, msg, tlsPolicy{use: true, require: requireTLS})
+			if errors.Is(err, errTLSHandshake) && !requireTLS {
 				// Opportunistic TLS: a peer whose TLS is broken still
 				// gets the mail in plaintext, as Postfix's "may" level.
 				r.logger().Warn("STARTTLS failed; retrying in plaintext", "relay", h.name, "addr", addr, "err", err)
-				out, err = r.session(ctx, h, addr, sender, rcpts, msg, false)
+				out, err = r.session(ctx, h, addr, sender, rcpts, msg, tlsPolicy{})
 			}
 			if err == nil {
 				return out
@@ -206,6 +211,10 @@ func (r *Runner) deliverDomain(ctx context.Context, domain, sender string, rcpts
 }
 
 var errTLSHandshake = errors.New("TLS handshake failed")
+
+// tlsPolicy is how one session uses STARTTLS: use it when offered, or
+// require it (no plaintext).
+type tlsPolicy struct{ use, require bool }
 
 // conn is a minimal SMTP client connection: what delivery needs and no
 // more (no AUTH, no PIPELINING, no CHUNKING).
@@ -381,7 +390,7 @@ func (r *Runner) clientTLS(serverName string, info *tlsInfo) *tls.Config {
 // gave no verdict on the message (could not connect, bad greeting, failed
 // EHLO or TLS): the caller tries the next host. Otherwise every recipient
 // has an outcome.
-func (r *Runner) session(ctx context.Context, h hop, addr, sender string, rcpts []string, msg []byte, useTLS bool) ([]outcome, error) {
+func (r *Runner) session(ctx context.Context, h hop, addr, sender string, rcpts []string, msg []byte, policy tlsPolicy) ([]outcome, error) {
 	d := net.Dialer{Timeout: dialTimeout}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -404,10 +413,17 @@ func (r *Runner) session(ctx context.Context, h hop, addr, sender string, rcpts 
 		return nil, fmt.Errorf("%s[%s]: %w", h.name, addr, err)
 	}
 	var info *tlsInfo
-	if _, ok := c.ext["STARTTLS"]; ok && useTLS {
+	_, offered := c.ext["STARTTLS"]
+	if policy.require && !offered {
+		return nil, fmt.Errorf("%s[%s] does not offer STARTTLS, which PEC traffic requires", h.name, addr)
+	}
+	if offered && (policy.use || policy.require) {
 		rp, err := c.cmd(ctx, "STARTTLS")
 		if err != nil {
 			return nil, fmt.Errorf("%s[%s]: STARTTLS: %w", h.name, addr, err)
+		}
+		if rp.code != 220 && policy.require {
+			return nil, fmt.Errorf("%s[%s] refused STARTTLS, which PEC traffic requires: %s", h.name, addr, rp)
 		}
 		if rp.code == 220 {
 			info = &tlsInfo{}
@@ -419,6 +435,9 @@ func (r *Runner) session(ctx context.Context, h hop, addr, sender string, rcpts 
 			st := tc.ConnectionState()
 			info.version = tlsVersion(st.Version)
 			info.cipher = tls.CipherSuiteName(st.CipherSuite)
+			if !info.verified && policy.require && r.VerifyPeerTLS {
+				return nil, fmt.Errorf("%s[%s]: certificate not trusted (verify_peer_tls is on): %v", h.name, addr, info.verifyErr)
+			}
 			if !info.verified {
 				r.logger().Info("untrusted TLS connection (delivering anyway, opportunistic TLS)",
 					"relay", h.name, "addr", addr, "err", info.verifyErr)

@@ -10,7 +10,10 @@
 // TLS to the next hop is opportunistic, like Postfix's "may" level: the
 // certificate is checked against TLSConfig.RootCAs (or the system roots) and
 // the result logged, but an unverified certificate does not stop delivery,
-// and a peer whose TLS handshake fails gets the message in plaintext.
+// and a peer whose TLS handshake fails gets the message in plaintext. Items
+// marked RequireTLS (PEC traffic between gestori) are the exception: they
+// go over TLS or wait, like Postfix's "encrypt" level (and "verify" with
+// VerifyPeerTLS).
 //
 // The package is not an SMTP server, does not deliver to local mailboxes
 // (smtpd does, in the same command that queues the remote copy), does not
@@ -100,12 +103,15 @@ type Runner struct {
 	// certificate); nil means the system roots. See the package comment:
 	// verification is logged, not enforced.
 	TLSConfig *tls.Config
-	Now       func() time.Time // default time.Now
-	Logger    *slog.Logger     // default slog.Default()
-	MaxAge    time.Duration    // default 24h: older items are bounced
-	Port      string           // port of MX hosts; default "25"
-	Workers   int              // items delivered in parallel; default 4
-	Timeout   time.Duration    // bound on one delivery attempt; default 10m
+	// VerifyPeerTLS enforces the check for items that require TLS (PEC
+	// traffic between gestori; [pec] verify_peer_tls).
+	VerifyPeerTLS bool
+	Now           func() time.Time // default time.Now
+	Logger        *slog.Logger     // default slog.Default()
+	MaxAge        time.Duration    // default 24h: older items are bounced
+	Port          string           // port of MX hosts; default "25"
+	Workers       int              // items delivered in parallel; default 4
+	Timeout       time.Duration    // bound on one delivery attempt; default 10m
 
 	mu   sync.Mutex
 	kick chan struct{}
@@ -289,7 +295,7 @@ func (r *Runner) process(ctx context.Context, it storage.QueueItem) bool {
 			outcomes = append(outcomes, all(byDomain[d], failed, "5.1.3", "bad recipient address syntax", "")...)
 			continue
 		}
-		outcomes = append(outcomes, r.deliverDomain(actx, d, it.Sender, byDomain[d], msg)...)
+		outcomes = append(outcomes, r.deliverDomain(actx, d, it.Sender, byDomain[d], msg, it.RequireTLS)...)
 	}
 	if ctx.Err() != nil {
 		// Shutting down or no longer leader: the attempt was cut short.

@@ -342,3 +342,42 @@ func TestAnOutcomeThatCannotBeRecordedIsNotRetriedAtOnce(t *testing.T) {
 		t.Fatalf("queue: %+v", q)
 	}
 }
+
+// TestPECItemsGoOverTLSOrWait: an item that requires TLS (a busta for
+// another gestore) is never sent in plaintext to a peer whose STARTTLS is
+// broken, and is sent over TLS to one whose STARTTLS works.
+func TestPECItemsGoOverTLSOrWait(t *testing.T) {
+	w := newWorld(t)
+	broken := newHost(t, "broken.b.test", w.pki, w.clock, &tls.Config{}, nil, []string{"c.test"}, "eve@c.test")
+	w.runner.Routes["c.test"] = broken.inbound
+	w.start()
+	enqueue := func(id, rcpt string) {
+		t.Helper()
+		_, err := w.a.prop.Apply(context.Background(), &storage.Deliver{InternalDate: w.clock.Now().Unix(), Data: []byte(testMessage("PEC " + id)),
+			Outbound: &storage.Outbound{ID: id, Sender: "alice@a.test", Recipients: []string{rcpt}, NextAttempt: w.clock.Now().Unix(), RequireTLS: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.runner.Kick()
+	}
+	enqueue("PECBROKEN", "eve@c.test")
+	enqueue("PECGOOD", "bob@b.test")
+	eventually(t, "bob to get his over TLS", func() bool { return len(w.b.inbox("bob@b.test")) == 1 })
+	if got := w.b.inbox("bob@b.test")[0]; !strings.Contains(got, "with ESMTPS") {
+		t.Fatalf("bob's message did not come over TLS:\n%s", got)
+	}
+	eventually(t, "the broken peer's item to be deferred", func() bool {
+		for _, it := range w.a.queue() {
+			if it.ID == "PECBROKEN" && it.Attempts > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if n := len(broken.inbox("eve@c.test")); n != 0 {
+		t.Fatalf("a TLS-only item went in plaintext (%d messages)", n)
+	}
+	if strings.Contains(w.log.String(), "retrying in plaintext") {
+		t.Errorf("the runner fell back to plaintext for a TLS-only item:\n%s", w.log.String())
+	}
+}
