@@ -28,6 +28,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./storage/
 	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/pop3d/
 	$(GO) test -run '^$$' -fuzz FuzzRendering -fuzztime 30s ./appliance/imapd/
+	$(GO) test -run '^$$' -fuzz FuzzVerifyMIME -fuzztime 30s ./appliance/signer/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./appliance/pecverify/
+	$(GO) test -run '^$$' -fuzz FuzzParseDaticert -fuzztime 30s ./appliance/pecverify/
+	$(GO) test -run '^$$' -fuzz FuzzParseLDIF -fuzztime 30s ./appliance/pecdir/
+	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime 30s ./appliance/peclog/
+	$(GO) test -run '^$$' -fuzz FuzzTransform -fuzztime 30s ./appliance/pecbreve/
+	$(GO) test -run '^$$' -fuzz FuzzOriginal -fuzztime 30s ./appliance/pec/
 
 clean:
 	rm -rf bin

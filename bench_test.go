@@ -15,6 +15,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"sigillo/appliance/signer"
 )
 
 // BenchmarkAppliance measures the running binary on loopback, as
@@ -171,4 +173,121 @@ func peakRSS(in *instance) int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkPEC measures certified mail end to end on one node with the
+// gestore key in SoftHSM2: PEC messages/s from submission to the consegna
+// (accettazione, busta, local delivery and ricevuta di avvenuta consegna:
+// three signatures each, all stored before the 250), with 8 concurrent
+// senders, and beside it what the token alone signs per second.
+func BenchmarkPEC(b *testing.B) {
+	w := newPECWorld(b)
+	in := w.a
+	in.cli(password("bob@a.test")+"\n", "mailbox", "add", "bob@a.test", "--password-stdin")
+	tlsConf := in.tlsClient(b, "127.0.0.1")
+	addr := fmt.Sprintf("127.0.0.1:%d", in.ports["submissions"])
+	user, pw := "alice@a.test", password("alice@a.test")
+	body := []byte("From: alice@a.test\r\nTo: bob@a.test\r\nSubject: benchmark PEC\r\nMessage-ID: <bench@client>\r\n\r\n" +
+		strings.Repeat(strings.Repeat("x", 76)+"\r\n", 12))
+	const total, senders = 400, 8
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	start := time.Now()
+	for range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := tls.Dial("tcp", addr, tlsConf)
+			if err != nil {
+				errs <- err
+				return
+			}
+			c, err := smtp.NewClient(conn, "127.0.0.1")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Quit()
+			if err := c.Auth(smtp.PlainAuth("", user, pw, "127.0.0.1")); err != nil {
+				errs <- err
+				return
+			}
+			for sent.Add(1) <= total {
+				if err := c.Mail(user); err != nil {
+					errs <- err
+					return
+				}
+				if err := c.Rcpt("bob@a.test"); err != nil {
+					errs <- err
+					return
+				}
+				wc, err := c.Data()
+				if err == nil {
+					_, err = wc.Write(body)
+				}
+				if err == nil {
+					err = wc.Close()
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatalf("send: %v", err)
+	}
+	secs := time.Since(start).Seconds()
+	b.ReportMetric(total/secs, "pec_msgs/s")
+	fmt.Printf("PEC same-domain, %d messages, %d senders: %.0f messages/s (accettazione + busta + consegna stored before each 250; %.1f s)\n",
+		total, senders, total/secs, secs)
+	if got := len(w.a.inbox(b, "bob@a.test", 0)); got != total {
+		// inbox fetches everything; a short count means lost messages.
+		b.Fatalf("bob has %d bustas, want %d", got, total)
+	}
+
+	// The token alone, from this process: serial and 2 in parallel.
+	for _, par := range []int{1, 2} {
+		n, d := signLoop(b, w, par, 2*time.Second)
+		fmt.Printf("SoftHSM2 alone, %d signer(s): %.0f signatures/s\n", par, float64(n)/d.Seconds())
+		b.ReportMetric(float64(n)/d.Seconds(), fmt.Sprintf("sig/s_%d", par))
+	}
+	fmt.Printf("server peak RSS: %.1f MiB\n", float64(peakRSS(in))/1024)
+}
+
+// signLoop signs a 2 KB entity with gestore A's token key for d, on par
+// goroutines, and returns how many signatures were made.
+func signLoop(b *testing.B, w *pecWorld, par int, d time.Duration) (int64, time.Duration) {
+	pin, err := os.ReadFile(w.pins["gestore-a"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := signer.Open(signer.Config{PKCS11Module: w.module, TokenLabel: "gestore-a", PIN: strings.TrimSpace(string(pin)), KeyLabel: "gestore"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	part := []byte("Content-Type: text/plain\r\n\r\n" + strings.Repeat("y", 2048) + "\r\n")
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < d {
+				if _, _, err := s.SignMIME(part); err != nil {
+					b.Error(err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return n.Load(), time.Since(start)
 }

@@ -9,11 +9,14 @@
 //	sigillo gestore init [--ca CERT --ca-key KEY] | cert
 //	sigillo directory import FILE.ldif | export | list
 //	sigillo pec verify [--roots PEM] FILE...
+//	sigillo log search [--msgid ID] [--from ADDR] [--since DATE] [--until DATE] [--limit N] [--json]
+//	sigillo log verify [--roots PEM]
 //	sigillo ca export
 //	sigillo version
 //
 // Every subcommand takes --config FILE; all but serve talk to the running
-// server over its control socket.
+// server over its control socket (log reads the database file directly
+// when no server is running).
 package main
 
 import (
@@ -30,6 +33,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -38,8 +42,12 @@ import (
 	"sigillo/appliance"
 	"sigillo/appliance/config"
 	"sigillo/appliance/control"
+	"sigillo/appliance/devtoken"
+	"sigillo/appliance/legallog"
 	"sigillo/appliance/pecdir"
+	"sigillo/appliance/peclog"
 	"sigillo/appliance/pecverify"
+	"sigillo/storage"
 )
 
 const usage = `usage:
@@ -52,6 +60,8 @@ const usage = `usage:
   sigillo gestore init [--ca CERT --ca-key KEY] | cert
   sigillo directory import FILE.ldif | export | list
   sigillo pec verify [--roots PEM] FILE...
+  sigillo log search [--msgid ID] [--from ADDR] [--since DATE] [--until DATE] [--limit N] [--json]
+  sigillo log verify [--roots PEM]
   sigillo ca export
   sigillo version
 every subcommand takes --config FILE (default: the embedded configuration)`
@@ -73,6 +83,10 @@ type cli struct {
 	json          bool
 	ca, caKey     string
 	pec           bool
+	msgid, from   string
+	since, until  string
+	limit         int
+	roots         string
 	args          []string
 }
 
@@ -88,6 +102,12 @@ func parse(name string, words []string) (*cli, error) {
 	fs.BoolVar(&c.pec, "pec", false, "run the domain as PEC (certified mail)")
 	fs.StringVar(&c.ca, "ca", "", "CA certificate (PEM) to sign the gestore certificate")
 	fs.StringVar(&c.caKey, "ca-key", "", "the CA's private key (PEM)")
+	fs.StringVar(&c.msgid, "msgid", "", "log search: a message's PEC msgid or Message-ID")
+	fs.StringVar(&c.from, "from", "", "log search: the sender's address")
+	fs.StringVar(&c.since, "since", "", "log search: from this date (YYYY-MM-DD) or time (RFC 3339)")
+	fs.StringVar(&c.until, "until", "", "log search: up to this date (included) or time (excluded)")
+	fs.IntVar(&c.limit, "limit", 1000, "log search: at most this many entries (0: all)")
+	fs.StringVar(&c.roots, "roots", "", "log verify: PEM file of trusted roots for the heads' certificates")
 	for {
 		if err := fs.Parse(words); err != nil {
 			return nil, fmt.Errorf("%s: %v", name, err)
@@ -118,7 +138,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return pecCmd(rest, stdout)
 	}
 	switch cmd {
-	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory":
+	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory", "log":
 	default:
 		return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 	}
@@ -129,6 +149,15 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(c.config)
 	if err != nil {
 		return err
+	}
+	if c.config == "" && (cmd == "serve" || cmd == "gestore" || cmd == "directory") && cfg.Signer.PKCS11Module == "" && cfg.Signer.KeyFile == "" {
+		if err := useDevToken(&cfg, cmd == "serve"); err != nil {
+			if cmd != "serve" {
+				return err
+			}
+			// make run without SoftHSM2: mail works, PEC does not.
+			fmt.Fprintf(stderr, "no development PKCS#11 token, so no PEC gestore: %v\n", err)
+		}
 	}
 	switch cmd {
 	case "serve":
@@ -146,6 +175,8 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return gestoreCmd(cfg, c, stdout, stderr)
 	case "directory":
 		return directoryCmd(cfg, c, stdout)
+	case "log":
+		return logCmd(cfg, c, stdout, stderr)
 	case "ca":
 		if len(c.args) != 1 || c.args[0] != "export" {
 			return errors.New("usage: sigillo ca export")
@@ -368,7 +399,8 @@ func directoryCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 }
 
 // exportDirectory prints this gestore's own directory entry as LDIF: its
-// name, service address (mailReceipt), certificate and PEC domains.
+// name, service address (mailReceipt), certificate and PEC domains (with
+// the service address's domain).
 func exportDirectory(cfg config.Config, stdout io.Writer) error {
 	var ds []appliance.DomainInfo
 	if err := call(cfg, "domain.list", nil, &ds); err != nil {
@@ -386,6 +418,11 @@ func exportDirectory(cfg config.Config, stdout io.Writer) error {
 	if cfg.PEC.ProviderName == "" {
 		return errors.New("directory export: set provider_name in [pec]")
 	}
+	// The service address signs every receipt as its From: its domain is
+	// managed too, or other gestori would refuse our receipts (RFC 6109 §7).
+	if _, sd, ok := strings.Cut(cfg.ServiceAddress(), "@"); ok && !slices.Contains(domains, strings.ToLower(sd)) {
+		domains = append(domains, strings.ToLower(sd))
+	}
 	chain, err := appliance.GestoreCert(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return fmt.Errorf("directory export: %w", err)
@@ -393,6 +430,142 @@ func exportDirectory(cfg config.Config, stdout io.Writer) error {
 	p := pecdir.Provider{Name: cfg.PEC.ProviderName, MailReceipt: cfg.ServiceAddress(), ManagedDomains: domains,
 		Certificates: chain[:1], CertificateHash: []string{"SHA1#" + pecdir.SHA1Hex(chain[0])}}
 	return pecdir.WriteLDIF(stdout, []pecdir.Provider{p})
+}
+
+const logUsage = "usage: sigillo log search [--msgid ID] [--from ADDR] [--since DATE] [--until DATE] [--limit N] [--json] | verify [--roots PEM]"
+
+// logCmd searches and verifies the PEC legal log through the running
+// server or, when none answers on the control socket, in its database file
+// opened read-only (a stopped server, an inspection of a copy).
+func logCmd(cfg config.Config, c *cli, stdout, stderr io.Writer) error {
+	sub, args := first(c.args)
+	switch {
+	case sub == "search" && len(args) == 0:
+		f, err := logFilter(c)
+		if err != nil {
+			return err
+		}
+		var recs []legallog.Record
+		err = callLong(cfg, "log.search", legallog.FilterArgs(f), &recs)
+		if errors.Is(err, control.ErrNoServer) {
+			recs, err = offline(cfg, stderr, func(ctx context.Context, s *storage.Store) ([]legallog.Record, error) {
+				return legallog.Search(ctx, s, f)
+			})
+		}
+		if err != nil {
+			return err
+		}
+		if c.json {
+			if recs == nil {
+				recs = []legallog.Record{}
+			}
+			enc := json.NewEncoder(stdout)
+			enc.SetEscapeHTML(false) // Message-IDs keep their <>
+			return enc.Encode(recs)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEQ\tTIME\tEVENT\tMSGID\tSENDER\tRECIPIENTS\tSUBJECT")
+		for _, r := range recs {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.Local().Format(time.DateTime), r.Event, r.MsgID,
+				r.Sender, strings.Join(r.Recipients, ","), r.Subject)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if f.Limit > 0 && len(recs) == f.Limit {
+			fmt.Fprintf(stderr, "sigillo: showing the first %d entries: narrow the search or raise --limit\n", f.Limit)
+		}
+		return nil
+	case sub == "verify" && len(args) == 0:
+		var pemText string
+		if c.roots != "" {
+			b, err := os.ReadFile(c.roots)
+			if err != nil {
+				return fmt.Errorf("log verify: %w", err)
+			}
+			pemText = string(b)
+		}
+		roots, err := legallog.RootsFromPEM(pemText)
+		if err != nil {
+			return fmt.Errorf("log verify: %s: %w", c.roots, err)
+		}
+		var r peclog.Report
+		err = callLong(cfg, "log.verify", map[string]string{"roots": pemText}, &r)
+		if errors.Is(err, control.ErrNoServer) {
+			r, err = offline(cfg, stderr, func(ctx context.Context, s *storage.Store) (peclog.Report, error) {
+				return legallog.Verify(ctx, s, roots)
+			})
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, r.String())
+		if !r.OK {
+			if len(r.Problems) == 0 {
+				return errors.New("the legal log does not verify")
+			}
+			return fmt.Errorf("the legal log does not verify: first problem at %s", r.Problems[0])
+		}
+		return nil
+	}
+	return errors.New(logUsage)
+}
+
+// logFilter reads the search flags. A date is a whole day in local time:
+// --since from its start, --until to its end.
+func logFilter(c *cli) (storage.LogFilter, error) {
+	f := storage.LogFilter{MsgID: c.msgid, Sender: c.from, Limit: c.limit}
+	if c.limit < 0 {
+		return f, fmt.Errorf("log search: --limit %d: use a count (0: all)", c.limit)
+	}
+	for _, w := range []struct {
+		name, value string
+		dst         *time.Time
+		endOfDay    bool
+	}{{"since", c.since, &f.Since, false}, {"until", c.until, &f.Until, true}} {
+		if w.value == "" {
+			continue
+		}
+		if t, err := time.Parse(time.RFC3339, w.value); err == nil {
+			*w.dst = t
+			continue
+		}
+		d, err := time.ParseInLocation(time.DateOnly, w.value, time.Local)
+		if err != nil {
+			return f, fmt.Errorf("log search: --%s %q: use a date like 2025-03-01 or a time like 2025-03-01T09:30:00+01:00", w.name, w.value)
+		}
+		if w.endOfDay {
+			d = d.AddDate(0, 0, 1)
+		}
+		*w.dst = d
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return f, errors.New("log search: --since must be before --until")
+	}
+	return f, nil
+}
+
+// callLong is call for requests that read the whole log.
+func callLong(cfg config.Config, op string, args map[string]string, out any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	return control.Call(ctx, cfg.ControlSocket(), control.Request{Op: op, Args: args}, out)
+}
+
+// offline runs do on the database of a server that is not running, opened
+// read-only.
+func offline[T any](cfg config.Config, stderr io.Writer, do func(context.Context, *storage.Store) (T, error)) (T, error) {
+	var zero T
+	path := appliance.DatabaseFile(cfg)
+	s, err := storage.OpenReadOnly(path)
+	if err != nil {
+		return zero, fmt.Errorf("no server answers on %s, and its database cannot be read: %w", cfg.ControlSocket(), err)
+	}
+	defer s.Close()
+	fmt.Fprintf(stderr, "sigillo: no server running: reading %s\n", path)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return do(ctx, s)
 }
 
 // errNotAllValid makes `sigillo pec verify` exit 1 with the JSON lines as
@@ -442,4 +615,33 @@ func first(args []string) (string, []string) {
 		return "", nil
 	}
 	return args[0], args[1:]
+}
+
+// useDevToken points [signer] at the development SoftHSM2 token under
+// data_dir (the embedded default only: a configuration file says where its
+// key is), made on first use; for serve it also makes the gestore key and a
+// self-signed certificate when they are missing.
+func useDevToken(cfg *config.Config, initKey bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := devtoken.Ensure(ctx, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	// SoftHSM2 reads SOFTHSM2_CONF from the process environment when the
+	// module is initialised (signer.Open, signer.Init).
+	if err := os.Setenv("SOFTHSM2_CONF", tok.Conf); err != nil {
+		return err
+	}
+	cfg.Signer = config.Signer{PKCS11Module: tok.Module, TokenLabel: tok.TokenLabel, PinFile: tok.PinFile, KeyLabel: tok.KeyLabel}
+	if cfg.PEC.ProviderName == "" {
+		cfg.PEC.ProviderName = "Sigillo (sviluppo)"
+	}
+	if initKey {
+		if _, err := appliance.GestoreInit(*cfg, "", "", slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+		slog.Warn("PEC gestore key in the development SoftHSM2 token under data_dir: not for production", "token", tok.Dir)
+	}
+	return nil
 }

@@ -112,9 +112,18 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 func (in *instance) writeConfig() {
 	in.t.Helper()
 	in.ports = map[string]int{}
-	var listen strings.Builder
 	for _, l := range []string{"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "https"} {
 		in.ports[l] = freePort(in.t)
+	}
+	in.saveConfig()
+}
+
+// saveConfig writes the configuration with the ports already picked (after
+// a change of extra, say).
+func (in *instance) saveConfig() {
+	in.t.Helper()
+	var listen strings.Builder
+	for _, l := range []string{"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "https"} {
 		fmt.Fprintf(&listen, "%s = \"127.0.0.1:%d\"\n", l, in.ports[l])
 	}
 	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\nmax_message_bytes = 1048576\nlog_level = \"debug\"\n%s\n\n[listen]\n%s\n%s",
@@ -853,7 +862,7 @@ func TestGestoreInitMakesTheKeyInTheTokenAndShowsItsCertificate(t *testing.T) {
 	}
 	entry := a.cli("", "directory", "export")
 	ps, err := pecdir.ParseLDIF(strings.NewReader(entry))
-	if err != nil || len(ps) != 1 || strings.Join(ps[0].ManagedDomains, ",") != "a.test" || ps[0].MailReceipt != "posta-certificata@mail.a.test" {
+	if err != nil || len(ps) != 1 || strings.Join(ps[0].ManagedDomains, ",") != "a.test,mail.a.test" || ps[0].MailReceipt != "posta-certificata@mail.a.test" {
 		t.Fatalf("exported entry %+v, %v:\n%s", ps, err, entry)
 	}
 	other := newInstance(t, "mail.b.test", "")

@@ -29,6 +29,8 @@ import (
 	"sigillo/appliance/control"
 	"sigillo/appliance/diskguard"
 	"sigillo/appliance/imapd"
+	"sigillo/appliance/legallog"
+	"sigillo/appliance/pec"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/smtpd"
@@ -74,7 +76,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	store, err := storage.Open(filepath.Join(cfg.DataDir, "sigillo.db"))
+	store, err := storage.Open(DatabaseFile(cfg))
 	if err != nil {
 		return err
 	}
@@ -114,6 +116,23 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Now:      opts.Now,
 		Logger:   log.With("component", "queue"),
 	}
+	gestore, gestoreKey, err := openGestore(cfg, store, opts.Now, log.With("component", "pec"))
+	if err != nil {
+		return err
+	}
+	if gestoreKey != nil {
+		defer gestoreKey.Close()
+	}
+	if gestore == nil {
+		if ds, err := store.Domains(ctx); err == nil {
+			for _, d := range ds {
+				if d.PEC {
+					log.Warn("PEC domain served as ordinary mail: no [signer] configured, so no gestore", "domain", d.Name)
+				}
+			}
+		}
+	}
+	runner.VerifyPeerTLS = cfg.PEC.VerifyPeerTLS
 	smtpServer := &smtpd.Server{
 		Hostname:        cfg.Hostname,
 		Store:           store,
@@ -125,6 +144,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
 		Enqueued:        runner.Kick,
+	}
+	if gestore != nil {
+		smtpServer.PEC = gestore
 	}
 	imapServer := &imapd.Server{
 		Store:           store,
@@ -241,6 +263,23 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		defer wg.Done()
 		runLeaderJobs(jobsCtx, node, log, func(ctx context.Context) {
 			var jobs sync.WaitGroup
+			if gestore != nil {
+				// The PEC timeouts, and the legal log's daily signed
+				// head and 30-month purge.
+				jobs.Add(2)
+				go func() {
+					defer jobs.Done()
+					(&pec.Timer{Gestore: gestore, Store: store, Proposer: node}).Run(ctx)
+				}()
+				go func() {
+					defer jobs.Done()
+					keeper := &legallog.Keeper{Store: store, Proposer: node, Signer: gestoreKey.Key(), Chain: gestoreKey.Chain(),
+						Now: opts.Now, Logger: log.With("component", "legallog")}
+					if err := keeper.Run(ctx); err != nil && ctx.Err() == nil {
+						log.Error("legal log keeper stopped", "err", err)
+					}
+				}()
+			}
 			jobs.Add(2)
 			go func() {
 				defer jobs.Done()

@@ -10,8 +10,55 @@ import (
 	"time"
 
 	"sigillo/appliance/config"
+	"sigillo/appliance/pec"
+	"sigillo/appliance/pecdir"
 	"sigillo/appliance/signer"
+	"sigillo/storage"
 )
+
+// openGestore opens the signer and makes the PEC gestore, when [signer] is
+// configured; without it there is no gestore (nil), and PEC domains are
+// served as ordinary ones, with a warning.
+func openGestore(cfg config.Config, store *storage.Store, now func() time.Time, logger *slog.Logger) (*pec.Gestore, *signer.Signer, error) {
+	if cfg.Signer.PKCS11Module == "" && cfg.Signer.KeyFile == "" {
+		return nil, nil, nil
+	}
+	sc, err := signerConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := signer.Open(sc, logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("PEC gestore: %w (run `sigillo gestore init` first)", err)
+	}
+	var roots *x509.CertPool
+	if cfg.PEC.RootsFile != "" {
+		pemData, err := os.ReadFile(cfg.PEC.RootsFile)
+		if err != nil {
+			s.Close()
+			return nil, nil, fmt.Errorf("pec roots_file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pemData) {
+			s.Close()
+			return nil, nil, fmt.Errorf("pec roots_file %s: no certificate in it", cfg.PEC.RootsFile)
+		}
+	}
+	name := cfg.PEC.ProviderName
+	if name == "" {
+		if org := s.Certificate().Subject.Organization; len(org) > 0 {
+			name = org[0]
+		} else {
+			name = s.Certificate().Subject.CommonName
+		}
+	}
+	g := &pec.Gestore{
+		Provider: name, Service: cfg.ServiceAddress(), Signer: s, Chain: s.Chain(), Roots: roots,
+		Store: store, MaxBytes: cfg.PECMaxTotalBytes(), Now: now, Logger: logger,
+	}
+	logger.Info("PEC gestore ready", "provider", name, "service_address", g.Service, "certificate_sha1", pecdir.SHA1Hex(s.Certificate()))
+	return g, s, nil
+}
 
 // signerConfig turns the [signer] table into the signer's Config, reading
 // the PIN from pin_file.

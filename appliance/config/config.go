@@ -58,6 +58,21 @@ type PEC struct {
 	ProviderName   string `toml:"provider_name"`
 	ServiceAddress string `toml:"service_address"`
 	VerifyPeerTLS  bool   `toml:"verify_peer_tls"`
+	// MaxTotalBytes bounds a submission's size × number of recipients
+	// (the law asks for at least 30 MB; default 30,000,000).
+	MaxTotalBytes int64 `toml:"max_total_bytes"`
+	// RootsFile is a PEM file of extra trust anchors for other gestori's
+	// certificates (the CA above AgID CA1, say); the certificates of the
+	// providers directory are trusted as they are.
+	RootsFile string `toml:"roots_file"`
+}
+
+// PECMaxTotalBytes is the effective [pec] max_total_bytes.
+func (c *Config) PECMaxTotalBytes() int64 {
+	if c.PEC.MaxTotalBytes > 0 {
+		return c.PEC.MaxTotalBytes
+	}
+	return 30_000_000
 }
 
 // ServiceAddress is the gestore's service address: the From of every
@@ -167,6 +182,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Signer.PKCS11Module != "" && (c.Signer.TokenLabel == "" || c.Signer.PinFile == "") {
 		return errors.New("signer: pkcs11_module needs token_label and pin_file")
+	}
+	if c.PEC.MaxTotalBytes < 0 {
+		return fmt.Errorf("pec.max_total_bytes must not be negative, not %d", c.PEC.MaxTotalBytes)
 	}
 	if c.MinFreeBytes < 0 {
 		return fmt.Errorf("min_free_bytes must not be negative, not %d", c.MinFreeBytes)

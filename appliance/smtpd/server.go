@@ -34,6 +34,13 @@
 // DNS; the protocol is always ESMTP[S][A], as go-smtp does not tell HELO
 // from EHLO); the message itself is stored byte for byte, malformed or not.
 //
+// With a PEC gestore (Server.PEC), a message submitted by a user of a PEC
+// domain goes to its access point, and recipients in PEC domains of ours
+// (an unknown or full mailbox included: the delivery point answers for it
+// with a signed avviso di mancata consegna) to its reception point; the
+// gestore's outcome (receipts, bustas, log events) is applied as one
+// command before the client gets its answer.
+//
 // It is not a delivery agent for remote mail (package queue is), not a
 // spam or virus filter (no SPF, DKIM or DMARC either), and it does not
 // implement SMTPUTF8, BINARYMIME, the DSN extension, aliases, the bare
@@ -55,6 +62,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/pec"
 	"sigillo/storage"
 )
 
@@ -63,6 +71,13 @@ import (
 // may not have been applied.
 type Proposer interface {
 	Apply(ctx context.Context, cmd storage.Command) (any, error)
+}
+
+// Gestore is the PEC gestore as the SMTP server uses it (*pec.Gestore).
+type Gestore interface {
+	IsPECAddress(ctx context.Context, addr string) (bool, error)
+	Submit(ctx context.Context, tx pec.Transaction) (*pec.Outcome, error)
+	Receive(ctx context.Context, tx pec.Transaction) (*pec.Outcome, error)
 }
 
 // Mode is what a listener is for.
@@ -118,6 +133,9 @@ type Server struct {
 	// Enqueued, if set, is called after a message was put on the
 	// outbound queue (the queue runner's Kick).
 	Enqueued func()
+	// PEC, if set, is the PEC gestore: submissions of its users go to its
+	// access point, mail for its domains to its reception point.
+	PEC Gestore
 
 	mu        sync.Mutex
 	closing   bool

@@ -57,7 +57,8 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 
 type recipient struct {
 	addr    string
-	mailbox int64 // 0: remote
+	mailbox int64 // 0: remote, or for the PEC gestore
+	pec     bool  // in a PEC domain of ours: the reception point's
 }
 
 // session is one client's state; go-smtp calls its methods from the
@@ -73,10 +74,11 @@ type session struct {
 	user *storage.Mailbox // set by AUTH
 
 	// The transaction.
-	from  string
-	size  int64 // MAIL SIZE=, 0 if not given
-	rcpts []recipient
-	seen  map[string]bool
+	from      string
+	pecSender bool  // a PEC user submitting: the access point's
+	size      int64 // MAIL SIZE=, 0 if not given
+	rcpts     []recipient
+	seen      map[string]bool
 }
 
 func (s *session) setBusy(b bool) {
@@ -86,7 +88,7 @@ func (s *session) setBusy(b bool) {
 }
 
 func (s *session) Reset() {
-	s.from, s.size, s.rcpts, s.seen = "", 0, nil, nil
+	s.from, s.pecSender, s.size, s.rcpts, s.seen = "", false, 0, nil, nil
 	s.setBusy(false)
 }
 
@@ -216,6 +218,16 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 			return errNoStorage
 		}
 	}
+	if s.srv.PEC != nil && s.user != nil {
+		ctx, cancel := context.WithTimeout(s.srv.ctx, lookupTimeout)
+		isPEC, err := s.srv.PEC.IsPECAddress(ctx, s.user.Address)
+		cancel()
+		if err != nil {
+			s.log.Error("sender lookup failed", "from", from, "err", err)
+			return errTempFailure
+		}
+		s.pecSender = isPEC
+	}
 	s.from = from
 	if opts != nil {
 		s.size = opts.Size
@@ -237,6 +249,22 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return replyf(550, smtp.EnhancedCode{5, 1, 2}, "<%s>: Recipient domain is not a valid host name (address literals are not supported)", to)
 	}
 	key := storage.NormalizeAddress(to)
+	if s.srv.PEC != nil {
+		isPEC, err := s.srv.PEC.IsPECAddress(ctx, to)
+		if err != nil {
+			s.log.Error("recipient lookup failed", "to", to, "err", err)
+			return errTempFailure
+		}
+		if isPEC {
+			// The delivery point answers for unknown and full mailboxes
+			// with a signed avviso di mancata consegna.
+			if !s.seen[key] {
+				s.addSeen(key)
+				s.rcpts = append(s.rcpts, recipient{addr: to, pec: true})
+			}
+			return nil
+		}
+	}
 	local, err := s.srv.Store.IsLocalDomain(ctx, domain)
 	if err != nil {
 		s.log.Error("recipient lookup failed", "to", to, "err", err)
@@ -318,10 +346,16 @@ func (s *session) Data(r io.Reader) error {
 	if len(s.rcpts) == 1 {
 		forRcpt = s.rcpts[0].addr
 	}
-	hdr.WriteString(received(receivedInfo{
+	recv := received(receivedInfo{
 		helo: s.conn.Hostname(), remote: s.remote, by: s.srv.hostname(),
 		tls: cs, auth: s.user != nil, id: id, rcpt: forRcpt, at: now,
-	}))
+	})
+	if s.srv.PEC != nil {
+		if reply, handled := s.pecData(id, now, cs != nil, recv, body); handled {
+			return reply
+		}
+	}
+	hdr.WriteString(recv)
 	data := make([]byte, 0, hdr.Len()+len(body))
 	data = append(append(data, hdr.Bytes()...), body...)
 

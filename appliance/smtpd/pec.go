@@ -1,0 +1,99 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"sigillo/appliance/pec"
+	"sigillo/storage"
+)
+
+// pecData hands the transaction to the PEC gestore when it concerns it: a
+// PEC user's submission (the access point) or recipients in PEC domains of
+// ours (the reception point; the other recipients are stored in the same
+// command). handled is false when the gestore has nothing to do with it.
+func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, body []byte) (reply error, handled bool) {
+	var pecRcpts, others []recipient
+	for _, rc := range s.rcpts {
+		if rc.pec || s.pecSender {
+			pecRcpts = append(pecRcpts, rc)
+		} else {
+			others = append(others, rc)
+		}
+	}
+	if len(pecRcpts) == 0 {
+		return nil, false
+	}
+	data := make([]byte, 0, len(recv)+len(body))
+	data = append(append(data, recv...), body...)
+	tx := pec.Transaction{Sender: s.from, Data: data, Inbound: s.mode == Inbound, TLS: overTLS}
+	for _, rc := range pecRcpts {
+		tx.Recipients = append(tx.Recipients, rc.addr)
+	}
+	ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
+	defer cancel()
+	var out *pec.Outcome
+	var err error
+	if s.pecSender {
+		out, err = s.srv.PEC.Submit(ctx, tx)
+	} else {
+		out, err = s.srv.PEC.Receive(ctx, tx)
+	}
+	if err != nil {
+		s.log.Error("PEC processing failed; the client will retry", "id", id, "from", s.from, "err", err)
+		return errTempFailure, true
+	}
+	batch := out.Batch
+	queued := out.Queued
+	if len(others) > 0 {
+		// The recipients outside PEC domains get the message as usual, in
+		// the same command (quota was checked at RCPT).
+		if batch == nil {
+			batch = &storage.Batch{}
+		}
+		d := &storage.Deliver{InternalDate: now.Unix()}
+		var remote []string
+		for _, rc := range others {
+			if rc.mailbox != 0 {
+				d.Targets = append(d.Targets, storage.Target{MailboxID: rc.mailbox})
+			} else {
+				remote = append(remote, rc.addr)
+			}
+		}
+		d.Data = data
+		if len(d.Targets) > 0 {
+			d.Data = append([]byte("Return-Path: <"+s.from+">\r\n"), data...)
+		}
+		if len(remote) > 0 {
+			d.Outbound = &storage.Outbound{ID: id, Sender: s.from, Recipients: remote, NextAttempt: now.Unix()}
+			queued = true
+		}
+		batch.Deliveries = append(batch.Deliveries, d)
+	}
+	if batch != nil {
+		if _, err := s.srv.Proposer.Apply(ctx, batch); err != nil {
+			s.log.Error("PEC message not stored", "id", id, "pec_id", out.ID, "from", s.from, "err", err)
+			var refusal *storage.Error
+			if errors.As(err, &refusal) && refusal.Code == storage.ErrInvalid {
+				return replyf(554, smtp.EnhancedCode{5, 3, 0}, "Message refused: %s", refusal.Msg), true
+			}
+			return errTempFailure, true
+		}
+		if queued && s.srv.Enqueued != nil {
+			s.srv.Enqueued()
+		}
+	}
+	s.log.Info("PEC message processed", "id", id, "pec_id", out.ID, "from", s.from, "recipients", len(tx.Recipients),
+		"others", len(others), "outcome", out.Summary, "size", len(data), "tls", overTLS)
+	if r := out.Reply; r != nil && len(others) == 0 {
+		return replyf(r.Code, smtp.EnhancedCode{r.Enhanced[0], r.Enhanced[1], r.Enhanced[2]}, "%s", r.Text), true
+	}
+	msg := "Ok: queued as " + id
+	if out.ID != "" {
+		msg += " (PEC " + out.ID + ")"
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: msg}, true
+}
