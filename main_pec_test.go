@@ -9,8 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"sigillo/appliance"
+	"sigillo/appliance/config"
 )
 
 // pecWorld is two gestori on loopback, each with its own SoftHSM2 token,
@@ -321,6 +325,32 @@ func TestTwoGestoriExchangeCertifiedMail(t *testing.T) {
 		}
 	}
 	t.Logf("A's log for %s: %s", id, got)
+
+	// One byte of one entry changed in A's database file: log verify says
+	// where, and exits 1.
+	w.a.stop(syscall.SIGTERM)
+	cfg, err := config.Load(w.a.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := appliance.DatabaseFile(cfg)
+	checkpoint(t, path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(data, []byte("busta-trasporto")); n != 1 {
+		t.Fatalf("the event name is in the file %d times, want once", n)
+	}
+	data[bytes.Index(data, []byte("busta-trasporto"))+len("busta-trasport")] = 'i'
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := w.a.try("", "log", "verify")
+	if err == nil || !strings.Contains(out+err.Error(), "first problem at seq 2") {
+		t.Fatalf("log verify after a one-byte change: %v\n%s", err, out)
+	}
+	t.Logf("after one byte changed: %s", strings.TrimSpace(strings.Split(out+err.Error(), "\n")[0]))
 	t.Logf("alice: %d messages, bob/carol/dave: 1 busta each, A's service mailbox: presa in carico; every signature verified by openssl, every daticert valid against the DTD", len(sender))
 }
 
