@@ -58,6 +58,8 @@ func newCommand(op string) Command {
 		return &PurgeLog{}
 	case "pec-batch":
 		return &Batch{}
+	case "pec-track-forget":
+		return &ForgetTracking{}
 	}
 	return nil
 }

@@ -194,6 +194,25 @@ func (tr Track) apply(t *txn) error {
 	return nil
 }
 
+// ForgetTracking deletes the tracking of bustas sent before Before (unix
+// seconds): long after their notices were due, it only takes room. The
+// legal log keeps what happened.
+type ForgetTracking struct {
+	Before int64 `json:"before"`
+}
+
+// Op implements Command.
+func (*ForgetTracking) Op() string { return "pec-track-forget" }
+
+func (c *ForgetTracking) apply(t *txn) (any, error) {
+	r, err := t.exec("DELETE FROM pec_track WHERE sent_at<?", c.Before)
+	if err != nil {
+		return nil, err
+	}
+	n, _ := r.RowsAffected()
+	return n, nil
+}
+
 // Tracked is the state of one sent busta for one recipient.
 type Tracked struct {
 	MsgID, Recipient, Sender, Subject, OrigMsgID string

@@ -539,6 +539,12 @@ func TestTimeoutNoticesAreSentOnceEachAt12And24Hours(t *testing.T) {
 	if n := notices(); fmt.Sprint(n) != fmt.Sprint(want) {
 		t.Fatalf("two days later: %v", n)
 	}
+	// A month on, the tracking is forgotten; the log keeps the events.
+	clk.Add(ForgetAfter)
+	tick()
+	if tr, _ := a.store.TrackedMessage(context.Background(), silent.ID); len(tr) != 0 {
+		t.Fatalf("tracking kept after %v: %+v", ForgetAfter, tr)
+	}
 }
 
 func TestTheTimerCreatesTheServiceMailbox(t *testing.T) {

@@ -20,6 +20,9 @@ import (
 const (
 	After12   = 12 * time.Hour
 	AfterLast = 23*time.Hour + 30*time.Minute
+	// ForgetAfter is when the tracking of a busta is deleted: every notice
+	// is long settled (the legal log keeps what happened).
+	ForgetAfter = 30 * 24 * time.Hour
 )
 
 // Proposer applies a command through raft.
@@ -41,6 +44,8 @@ type Timer struct {
 	Store    TrackedStore
 	Proposer Proposer
 	Period   time.Duration // default 1 minute
+
+	lastForget time.Time // owned by the goroutine running Run or Tick
 }
 
 // Run ticks until ctx ends.
@@ -75,6 +80,13 @@ func (t *Timer) Tick(ctx context.Context) error {
 	due, err := t.Store.TrackedDue(ctx, now, After12, AfterLast)
 	if err != nil {
 		return err
+	}
+	if t.lastForget.IsZero() || now.Sub(t.lastForget) >= 24*time.Hour {
+		if _, err := t.Proposer.Apply(ctx, &storage.ForgetTracking{Before: now.Add(-ForgetAfter).Unix()}); err != nil {
+			g.logger().Warn("pec: forgetting old tracking", "err", err)
+		} else {
+			t.lastForget = now
+		}
 	}
 	var first error
 	for _, tr := range due {
