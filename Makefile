@@ -22,7 +22,7 @@ test: check
 	$(GO) test -race -timeout 15m ./...
 
 bench:
-	$(GO) test -run '^$$' -bench Appliance -benchtime 1x -timeout 20m .
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m .
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./storage/

@@ -11,6 +11,7 @@
 //	sigillo pec verify [--roots PEM] FILE...
 //	sigillo log search [--msgid ID] [--from ADDR] [--since DATE] [--until DATE] [--limit N] [--json]
 //	sigillo log verify [--roots PEM]
+//	sigillo scan status
 //	sigillo ca export
 //	sigillo version
 //
@@ -62,6 +63,7 @@ const usage = `usage:
   sigillo pec verify [--roots PEM] FILE...
   sigillo log search [--msgid ID] [--from ADDR] [--since DATE] [--until DATE] [--limit N] [--json]
   sigillo log verify [--roots PEM]
+  sigillo scan status
   sigillo ca export
   sigillo version
 every subcommand takes --config FILE (default: the embedded configuration)`
@@ -138,7 +140,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return pecCmd(rest, stdout)
 	}
 	switch cmd {
-	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory", "log":
+	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory", "log", "scan":
 	default:
 		return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 	}
@@ -171,6 +173,8 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return mailboxCmd(cfg, c, stdin, stdout)
 	case "queue":
 		return queueCmd(cfg, c, stdout)
+	case "scan":
+		return scanCmd(cfg, c, stdout)
 	case "gestore":
 		return gestoreCmd(cfg, c, stdout, stderr)
 	case "directory":
@@ -330,6 +334,38 @@ func queueCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 			it.Attempts, it.NextAttempt.Local().Format(time.DateTime), it.LastError)
 	}
 	return tw.Flush()
+}
+
+// scanCmd shows the virus scanner: clamd's address, whether it answers, its
+// engine and signature versions, and the size of the virus store.
+func scanCmd(cfg config.Config, c *cli, stdout io.Writer) error {
+	if len(c.args) != 1 || c.args[0] != "status" {
+		return errors.New("usage: sigillo scan status")
+	}
+	var info appliance.ScanInfo
+	if err := call(cfg, "scan.status", nil, &info); err != nil {
+		return err
+	}
+	if c.json {
+		return json.NewEncoder(stdout).Encode(info)
+	}
+	if !info.Enabled {
+		fmt.Fprintf(stdout, "scanning off (no [scan] clamd); virus store: %d messages\n", info.Infected)
+		return nil
+	}
+	state := "answering"
+	if !info.OK {
+		state = "NOT ANSWERING: " + info.Error
+	}
+	fmt.Fprintf(stdout, "clamd %s (required %v): %s\n", info.Address, info.Required, state)
+	if info.Version != "" {
+		fmt.Fprintf(stdout, "version: %s\n", info.Version)
+	}
+	fmt.Fprintf(stdout, "virus store: %d messages\n", info.Infected)
+	if !info.OK {
+		return errors.New("clamd is not answering")
+	}
+	return nil
 }
 
 // gestoreCmd makes or shows the PEC gestore's key and certificate. It works

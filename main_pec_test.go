@@ -39,7 +39,9 @@ func pecGestoreConfig(module, token, pinFile, provider, service string) string {
 		"[pec]\nprovider_name = %q\nservice_address = %q\n", module, token, pinFile, provider, service)
 }
 
-func newPECWorld(t testing.TB) *pecWorld {
+// newPECWorld starts the two gestori; extra[0] and extra[1], if given, are
+// more configuration for A and B (a [scan] table, say).
+func newPECWorld(t testing.TB, extra ...string) *pecWorld {
 	t.Helper()
 	softhsm := need(t, "softhsm2-util")
 	w := &pecWorld{openssl: need(t, "openssl"), xmllint: need(t, "xmllint"), dir: t.TempDir()}
@@ -88,6 +90,11 @@ func newPECWorld(t testing.TB) *pecWorld {
 	}
 	w.a.extra += routes(w.b, "b.test", "plain.test")
 	w.b.extra += routes(w.a, "a.test")
+	for i, in := range []*instance{w.a, w.b} {
+		if i < len(extra) {
+			in.extra += extra[i]
+		}
+	}
 	w.a.saveConfig()
 	w.b.saveConfig()
 	for _, in := range []*instance{w.a, w.b} {

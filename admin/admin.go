@@ -28,6 +28,9 @@ type Status struct {
 	Node    Node
 	Store   Store
 	Version string
+	// Scan, if set, reports the virus scanner's health: clamd answering
+	// or not ("scan_ok" in /healthz; "status" is "degraded" when not).
+	Scan func() (ok bool, lastErr string)
 }
 
 // New returns the HTTP handler.
@@ -42,9 +45,17 @@ func New(st Status) http.Handler {
 			json.NewEncoder(w).Encode(map[string]string{"error": "store unavailable"})
 			return
 		}
-		json.NewEncoder(w).Encode(map[string]any{
+		out := map[string]any{
 			"status": "ok", "version": st.Version, "leader": st.Node.IsLeader(), "applied_index": idx,
-		})
+		}
+		if st.Scan != nil {
+			ok, lastErr := st.Scan()
+			out["scan_ok"] = ok
+			if !ok {
+				out["status"], out["scan_error"] = "degraded", lastErr
+			}
+		}
+		json.NewEncoder(w).Encode(out)
 	})
 	mux.Handle("GET /", embedui.Handler())
 	return securityHeaders(mux)

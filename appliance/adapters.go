@@ -18,6 +18,7 @@ import (
 	"sigillo/appliance/passwd"
 	"sigillo/appliance/pecdir"
 	"sigillo/appliance/pop3d"
+	"sigillo/appliance/scan"
 	"sigillo/appliance/tlsmgr"
 	"sigillo/raftfsm"
 	"sigillo/storage"
@@ -29,6 +30,18 @@ type controlHandler struct {
 	proposer *raftfsm.Node
 	ca       *tlsmgr.LocalCA
 	now      func() time.Time
+	scanner  *scan.Scanner // nil: scanning off
+}
+
+// ScanInfo is what `sigillo scan status` prints.
+type ScanInfo struct {
+	Enabled  bool   `json:"enabled"`
+	Address  string `json:"clamd,omitempty"`
+	Required bool   `json:"required"`
+	OK       bool   `json:"ok"`
+	Version  string `json:"version,omitempty"` // clamd's VERSION: engine/signatures/date
+	Error    string `json:"error,omitempty"`
+	Infected int    `json:"virus_store"` // messages in the virus store
 }
 
 // DomainInfo and MailboxInfo are what list commands print.
@@ -49,6 +62,8 @@ type MailboxInfo struct {
 func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, error) {
 	arg := func(k string) string { return req.Args[k] }
 	switch req.Op {
+	case "scan.status":
+		return h.scanStatus(ctx)
 	case "domain.add":
 		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix(), PEC: arg("pec") == "true"})
 		return nil, err
@@ -363,3 +378,24 @@ func parseUIDLs(uids []string) ([]uint32, error) {
 }
 
 func (m *maildrop) Close() error { return nil }
+
+func (h *controlHandler) scanStatus(ctx context.Context) (ScanInfo, error) {
+	info := ScanInfo{}
+	n, err := h.store.VirusStoreCount(ctx)
+	if err != nil {
+		return info, err
+	}
+	info.Infected = n
+	if h.scanner == nil {
+		return info, nil
+	}
+	st := h.scanner.Status()
+	info.Enabled, info.Address, info.Required = true, st.Address, st.Required
+	v, err := h.scanner.Version(ctx)
+	if err != nil {
+		info.Error = err.Error()
+		return info, nil
+	}
+	info.OK, info.Version = true, v
+	return info, nil
+}

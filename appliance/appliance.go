@@ -33,6 +33,7 @@ import (
 	"sigillo/appliance/pec"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/queue"
+	"sigillo/appliance/scan"
 	"sigillo/appliance/smtpd"
 	"sigillo/appliance/tlsmgr"
 	"sigillo/raftfsm"
@@ -133,6 +134,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 	}
 	runner.VerifyPeerTLS = cfg.PEC.VerifyPeerTLS
+	scanner, err := scan.New(scan.Config{Address: cfg.Scan.Clamd, Required: cfg.ScanRequired(), MaxScanBytes: cfg.Scan.MaxScanBytes},
+		log.With("component", "scan"))
+	if err != nil {
+		return err
+	}
 	smtpServer := &smtpd.Server{
 		Hostname:        cfg.Hostname,
 		Store:           store,
@@ -147,6 +153,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	if gestore != nil {
 		smtpServer.PEC = gestore
+	}
+	var scanHealth func() (bool, string)
+	if scanner != nil {
+		smtpServer.Scanner = scanner
+		scanHealth = func() (bool, string) { st := scanner.Status(); return st.OK, st.LastErr }
+		log.Info("virus scanning with clamd", "clamd", cfg.Scan.Clamd, "required", cfg.ScanRequired())
 	}
 	imapServer := &imapd.Server{
 		Store:           store,
@@ -165,13 +177,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:    log.With("component", "pop3"),
 	}
 	adminServer := &http.Server{
-		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version}),
+		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version, Scan: scanHealth}),
 		TLSConfig:         tlsConf(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ctl := &control.Server{
-		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now}).handle,
+		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now, scanner: scanner}).handle,
 		Logger:  log.With("component", "control"),
 	}
 

@@ -60,6 +60,8 @@ func newCommand(op string) Command {
 		return &Batch{}
 	case "pec-track-forget":
 		return &ForgetTracking{}
+	case "virus-store-purge":
+		return &PurgeVirusStore{}
 	}
 	return nil
 }
@@ -277,10 +279,12 @@ type Outbound struct {
 // Deliver stores one message, once, in any number of folders and on the
 // outbound queue.
 type Deliver struct {
-	Targets      []Target  `json:"targets"`
-	Outbound     *Outbound `json:"outbound,omitempty"`
-	InternalDate int64     `json:"internal_date"` // unix seconds
-	Data         []byte    `json:"-"`
+	Targets  []Target  `json:"targets"`
+	Outbound *Outbound `json:"outbound,omitempty"`
+	// Quarantine keeps the message in the virus store instead.
+	Quarantine   *Quarantine `json:"quarantine,omitempty"`
+	InternalDate int64       `json:"internal_date"` // unix seconds
+	Data         []byte      `json:"-"`
 }
 
 // Op implements Command.
@@ -304,7 +308,7 @@ type DeliverResult struct {
 }
 
 func (c *Deliver) apply(t *txn) (any, error) {
-	if len(c.Targets) == 0 && c.Outbound == nil {
+	if len(c.Targets) == 0 && c.Outbound == nil && c.Quarantine == nil {
 		return nil, refuse(ErrInvalid, "deliver: no target")
 	}
 	sum := sha256.Sum256(c.Data)
@@ -338,6 +342,11 @@ func (c *Deliver) apply(t *txn) (any, error) {
 			return nil, err
 		}
 		res.Placed = append(res.Placed, p)
+	}
+	if q := c.Quarantine; q != nil {
+		if err := t.quarantine(q, sha, c.Data, c.InternalDate, &stored); err != nil {
+			return nil, err
+		}
 	}
 	if o := c.Outbound; o != nil {
 		if o.ID == "" || len(o.Recipients) == 0 {

@@ -41,7 +41,24 @@ type Config struct {
 	Signer Signer `toml:"signer"`
 	// PEC describes this gestore.
 	PEC PEC `toml:"pec"`
+	// Scan is the virus scanner (clamd).
+	Scan Scan `toml:"scan"`
 }
+
+// Scan is the [scan] table.
+type Scan struct {
+	// Clamd is where clamd listens: "unix:/run/clamav/clamd.ctl" or
+	// "tcp://127.0.0.1:3310"; empty, scanning is off.
+	Clamd string `toml:"clamd"`
+	// Required (default true): clamd unreachable means a temporary
+	// failure, never a silent pass.
+	Required *bool `toml:"required"`
+	// MaxScanBytes: larger messages pass unscanned, marked (default 50 MiB).
+	MaxScanBytes int64 `toml:"max_scan_bytes"`
+}
+
+// ScanRequired is the effective [scan] required.
+func (c *Config) ScanRequired() bool { return c.Scan.Required == nil || *c.Scan.Required }
 
 // Signer is the [signer] table: a PKCS#11 token, or (development only) a
 // PEM key file.
@@ -182,6 +199,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Signer.PKCS11Module != "" && (c.Signer.TokenLabel == "" || c.Signer.PinFile == "") {
 		return errors.New("signer: pkcs11_module needs token_label and pin_file")
+	}
+	if c.Scan.MaxScanBytes < 0 {
+		return fmt.Errorf("scan.max_scan_bytes must not be negative, not %d", c.Scan.MaxScanBytes)
+	}
+	if c.Scan.Clamd != "" && !strings.HasPrefix(c.Scan.Clamd, "unix:") && !strings.HasPrefix(c.Scan.Clamd, "tcp://") {
+		return fmt.Errorf("scan.clamd %q: use unix:/path/to/clamd.ctl or tcp://host:port", c.Scan.Clamd)
 	}
 	if c.PEC.MaxTotalBytes < 0 {
 		return fmt.Errorf("pec.max_total_bytes must not be negative, not %d", c.PEC.MaxTotalBytes)

@@ -60,8 +60,11 @@ func (g *Gestore) Submit(ctx context.Context, tx Transaction) (*Outcome, error) 
 			Reply: &Reply{Code: 550, Enhanced: [3]int{5, 7, 1}, Text: "Message not accepted (PEC): " + reason + "; avviso di non accettazione sent"}}, nil
 	}
 
-	// TODO(scan): the access point's virus scan goes here (non-accettazione
-	// per virus, the message kept 30 months).
+	// The scanner's verdict (smtpd scans before handing over): a virus is
+	// refused with the avviso di non accettazione per virus.
+	if tx.Virus != "" {
+		return g.virusNonAccettazione(ctx, p, ds, tx, o, td, dc, related, at)
+	}
 
 	// The ricevuta di accettazione, to the sender.
 	dc.Tipo = "accettazione"

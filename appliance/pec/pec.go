@@ -109,6 +109,8 @@ type Transaction struct {
 	// Inbound: it came from another server (port 25), not from one of our
 	// users. TLS: over a TLS connection.
 	Inbound, TLS bool
+	// Virus is the signature the scanner found in Data, or "".
+	Virus string
 }
 
 // Reply is an SMTP reply other than 250, for the caller to give once the

@@ -85,7 +85,12 @@ func (g *Gestore) Receive(ctx context.Context, tx Transaction) (*Outcome, error)
 			reason = "il messaggio firmato non è una busta né una ricevuta PEC / the signed message is neither a PEC envelope nor a receipt"
 		}
 	}
-	// TODO(scan): ordinary mail is scanned here before the busta di anomalia.
+	if tx.Virus != "" {
+		// Infected mail that is not a busta from a gestore is refused,
+		// as for any other domain.
+		return &Outcome{Summary: "virus in a message that is not a busta: " + tx.Virus,
+			Reply: &Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Message refused: virus found (" + tx.Virus + ")"}}, nil
+	}
 	return g.anomalia(ctx, p, ds, tx, o, reason, at)
 }
 
@@ -152,9 +157,15 @@ func (g *Gestore) takeInCharge(ctx context.Context, p *plan, ds domains, tx Tran
 		p.log(peclog.Entry{Time: at, Event: peclog.EventPresaInCarico, MsgID: in.Identificativo, RelatedIDs: related,
 			Sender: in.Mittente, Recipients: tx.Recipients, Subject: orig.subject, Gestore: provider, Detail: "emessa / issued"})
 	}
-	// TODO(scan): the reception point's virus scan of a busta goes here
-	// (rilevazione virus to mailReceipt, the busta kept 30 months).
 	b := &bustaIn{data: tx.Data, sender: sender, id: in.Identificativo, orig: orig, original: postacert, dc: dc}
+	if tx.Virus != "" {
+		// Taken in charge, but not delivered: rilevazione virus.
+		if err := g.virusRilevazione(ctx, p, ds, tx, b, mailReceipt, provider, at); err != nil {
+			return nil, "", err
+		}
+		return &Outcome{Batch: &p.batch, Queued: p.queued, ID: in.Identificativo,
+			Summary: fmt.Sprintf("busta from %s carries a virus (%s): rilevazione virus for %d recipients", provider, tx.Virus, len(tx.Recipients))}, "", nil
+	}
 	for _, r := range tx.Recipients {
 		if err := g.deliveryPoint(ctx, p, ds, b, r, at); err != nil {
 			return nil, "", err
@@ -168,6 +179,10 @@ func (g *Gestore) takeInCharge(ctx context.Context, p *plan, ds domains, tx Tran
 // about a busta we sent.
 func (g *Gestore) receipt(ctx context.Context, p *plan, ds domains, tx Transaction, o *original, signed []byte,
 	kind, provider string, at time.Time) (*Outcome, string, error) {
+	if tx.Virus != "" {
+		return &Outcome{Summary: "virus in a receipt: " + tx.Virus,
+			Reply: &Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Message refused: virus found (" + tx.Virus + ")"}}, "", nil
+	}
 	dcRaw, _ := signedParts(signed)
 	if dcRaw == nil {
 		return nil, "ricevuta senza daticert.xml / receipt without daticert.xml", nil
@@ -190,8 +205,18 @@ func (g *Gestore) receipt(ctx context.Context, p *plan, ds domains, tx Transacti
 		event = peclog.EventMancataConsegna
 		p.batch.Track = append(p.batch.Track, storage.Track{Op: storage.TrackConsegna, MsgID: in.Identificativo, Recipient: in.Consegna, At: at.Unix()})
 	case "rilevazione-virus":
-		// TODO(scan): the avviso di mancata consegna per virus to our user.
 		event = peclog.EventRilevazioneVirus
+		rd := receiptData{id: in.Identificativo, msgID: in.MsgID, mittente: in.Mittente, risposte: in.Risposte,
+			oggetto: in.Oggetto, consegna: in.Consegna, esteso: in.ErroreEsteso}
+		for _, d := range in.Destinatari {
+			rd.destinatari = append(rd.destinatari, Destinatario{Address: d.Address, Certificato: d.Tipo != "esterno"})
+		}
+		if rd.esteso == "" {
+			rd.esteso = "virus"
+		}
+		if err := g.virusMancataConsegna(ctx, p, ds, rd, at); err != nil {
+			return nil, "", err
+		}
 	default:
 		event = peclog.Event(kind)
 	}

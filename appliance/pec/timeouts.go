@@ -23,6 +23,8 @@ const (
 	// ForgetAfter is when the tracking of a busta is deleted: every notice
 	// is long settled (the legal log keeps what happened).
 	ForgetAfter = 30 * 24 * time.Hour
+	// VirusStoreMonths is how long infected messages are kept.
+	VirusStoreMonths = 30
 )
 
 // Proposer applies a command through raft.
@@ -82,8 +84,17 @@ func (t *Timer) Tick(ctx context.Context) error {
 		return err
 	}
 	if t.lastForget.IsZero() || now.Sub(t.lastForget) >= 24*time.Hour {
-		if _, err := t.Proposer.Apply(ctx, &storage.ForgetTracking{Before: now.Add(-ForgetAfter).Unix()}); err != nil {
-			g.logger().Warn("pec: forgetting old tracking", "err", err)
+		_, err := t.Proposer.Apply(ctx, &storage.ForgetTracking{Before: now.Add(-ForgetAfter).Unix()})
+		if err == nil {
+			// Infected messages are kept 30 months (DPR 68/2005 art. 12).
+			var n any
+			n, err = t.Proposer.Apply(ctx, &storage.PurgeVirusStore{Before: now.AddDate(0, -VirusStoreMonths, 0).Unix()})
+			if c, _ := n.(int64); c > 0 {
+				g.logger().Info("pec: virus store purged", "removed", c, "months", VirusStoreMonths)
+			}
+		}
+		if err != nil {
+			g.logger().Warn("pec: daily purge", "err", err)
 		} else {
 			t.lastForget = now
 		}

@@ -15,7 +15,7 @@ import (
 // PEC user's submission (the access point) or recipients in PEC domains of
 // ours (the reception point; the other recipients are stored in the same
 // command). handled is false when the gestore has nothing to do with it.
-func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, body []byte) (reply error, handled bool) {
+func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, body []byte, virus string) (reply error, handled bool) {
 	var pecRcpts, others []recipient
 	for _, rc := range s.rcpts {
 		if rc.pec || s.pecSender {
@@ -27,9 +27,13 @@ func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, b
 	if len(pecRcpts) == 0 {
 		return nil, false
 	}
+	if virus != "" && len(others) > 0 {
+		// Infected, for PEC and other recipients at once: refused whole.
+		return replyf(554, smtp.EnhancedCode{5, 7, 1}, "Message refused: virus found (%s)", virus), true
+	}
 	data := make([]byte, 0, len(recv)+len(body))
 	data = append(append(data, recv...), body...)
-	tx := pec.Transaction{Sender: s.from, Data: data, Inbound: s.mode == Inbound, TLS: overTLS}
+	tx := pec.Transaction{Sender: s.from, Data: data, Inbound: s.mode == Inbound, TLS: overTLS, Virus: virus}
 	for _, rc := range pecRcpts {
 		tx.Recipients = append(tx.Recipients, rc.addr)
 	}

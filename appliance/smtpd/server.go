@@ -63,6 +63,7 @@ import (
 
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/pec"
+	"sigillo/appliance/scan"
 	"sigillo/storage"
 )
 
@@ -71,6 +72,11 @@ import (
 // may not have been applied.
 type Proposer interface {
 	Apply(ctx context.Context, cmd storage.Command) (any, error)
+}
+
+// Scanner is the virus scanner as the SMTP server uses it (*scan.Scanner).
+type Scanner interface {
+	Scan(ctx context.Context, msg []byte) (scan.Verdict, error)
 }
 
 // Gestore is the PEC gestore as the SMTP server uses it (*pec.Gestore).
@@ -136,6 +142,10 @@ type Server struct {
 	// PEC, if set, is the PEC gestore: submissions of its users go to its
 	// access point, mail for its domains to its reception point.
 	PEC Gestore
+	// Scanner, if set, scans every message at the end of DATA: infected
+	// ordinary mail gets 554; a scanner that gives no verdict, 451 (when
+	// scanning is required). PEC traffic is judged by the gestore.
+	Scanner Scanner
 
 	mu        sync.Mutex
 	closing   bool

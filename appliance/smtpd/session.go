@@ -17,18 +17,20 @@ import (
 
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/queue"
+	"sigillo/appliance/scan"
 	"sigillo/storage"
 )
 
 // The replies the session makes itself (go-smtp makes the protocol ones).
 var (
-	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
-	errTempFailure  = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary failure, please try again later"}
-	errAuthTemp     = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
-	errBadSASL      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
-	errMailboxFull  = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
-	errLineTooLong  = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
-	errNoStorage    = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage"}
+	errAuthRequired    = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errTempFailure     = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary failure, please try again later"}
+	errAuthTemp        = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
+	errBadSASL         = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
+	errMailboxFull     = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
+	errLineTooLong     = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
+	errNoStorage       = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage"}
+	errScanUnavailable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Temporary failure: the virus scanner is unavailable, please try again later"}
 )
 
 func replyf(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
@@ -324,6 +326,23 @@ func (s *session) Data(r io.Reader) error {
 
 	now := s.srv.now()
 	id := queue.NewID()
+	var verdict scan.Verdict
+	if s.srv.Scanner != nil {
+		ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
+		verdict, err = s.srv.Scanner.Scan(ctx, body)
+		cancel()
+		if err != nil {
+			s.log.Error("message not accepted for now: no virus scan", "id", id, "from", s.from, "err", err)
+			return errScanUnavailable
+		}
+		if h := verdict.Header(); h != "" {
+			s.log.Warn("message not scanned", "id", id, "from", s.from, "why", verdict.Skipped)
+			body = append([]byte(h), body...)
+		}
+		if verdict.Infected {
+			s.log.Warn("virus found", "id", id, "from", s.from, "virus", verdict.Virus, "size", len(body))
+		}
+	}
 	var targets []storage.Target
 	var remote []string
 	for _, rc := range s.rcpts {
@@ -351,9 +370,12 @@ func (s *session) Data(r io.Reader) error {
 		tls: cs, auth: s.user != nil, id: id, rcpt: forRcpt, at: now,
 	})
 	if s.srv.PEC != nil {
-		if reply, handled := s.pecData(id, now, cs != nil, recv, body); handled {
+		if reply, handled := s.pecData(id, now, cs != nil, recv, body, verdict.Virus); handled {
 			return reply
 		}
+	}
+	if verdict.Infected {
+		return replyf(554, smtp.EnhancedCode{5, 7, 1}, "Message refused: virus found (%s)", verdict.Virus)
 	}
 	hdr.WriteString(recv)
 	data := make([]byte, 0, hdr.Len()+len(body))
