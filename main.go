@@ -12,6 +12,7 @@
 //	sigillo log search [--msgid ID] [--from ADDR] [--since DATE] [--until DATE] [--limit N] [--json]
 //	sigillo log verify [--roots PEM]
 //	sigillo scan status
+//	sigillo cert status
 //	sigillo ca export
 //	sigillo version
 //
@@ -64,6 +65,7 @@ const usage = `usage:
   sigillo log search [--msgid ID] [--from ADDR] [--since DATE] [--until DATE] [--limit N] [--json]
   sigillo log verify [--roots PEM]
   sigillo scan status
+  sigillo cert status
   sigillo ca export
   sigillo version
 every subcommand takes --config FILE (default: the embedded configuration)`
@@ -140,7 +142,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return pecCmd(rest, stdout)
 	}
 	switch cmd {
-	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory", "log", "scan":
+	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory", "log", "scan", "cert":
 	default:
 		return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 	}
@@ -175,6 +177,8 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return queueCmd(cfg, c, stdout)
 	case "scan":
 		return scanCmd(cfg, c, stdout)
+	case "cert":
+		return certCmd(cfg, c, stdout)
 	case "gestore":
 		return gestoreCmd(cfg, c, stdout, stderr)
 	case "directory":
@@ -334,6 +338,38 @@ func queueCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 			it.Attempts, it.NextAttempt.Local().Format(time.DateTime), it.LastError)
 	}
 	return tw.Flush()
+}
+
+// certCmd shows the certificates the listeners serve: for each name its
+// issuer, validity and source (ACME or the local CA), and the last error
+// from the ACME CA.
+func certCmd(cfg config.Config, c *cli, stdout io.Writer) error {
+	if len(c.args) != 1 || c.args[0] != "status" {
+		return errors.New("usage: sigillo cert status")
+	}
+	var st appliance.CertStatus
+	if err := call(cfg, "cert.status", nil, &st); err != nil {
+		return err
+	}
+	if c.json {
+		return json.NewEncoder(stdout).Encode(st)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSOURCE\tISSUER\tEXPIRES")
+	for _, ci := range st.Certs {
+		exp := ""
+		if !ci.NotAfter.IsZero() {
+			exp = ci.NotAfter.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ci.Name, ci.Source, ci.Issuer, exp)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(stdout, "last ACME error (%s): %s\n", st.ErrorAt.Local().Format(time.DateTime), st.LastError)
+	}
+	return nil
 }
 
 // scanCmd shows the virus scanner: clamd's address, whether it answers, its

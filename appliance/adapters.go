@@ -3,6 +3,8 @@ package appliance
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +33,16 @@ type controlHandler struct {
 	ca       *tlsmgr.LocalCA
 	now      func() time.Time
 	scanner  *scan.Scanner // nil: scanning off
+	acme     *tlsmgr.ACME  // nil: the local CA serves
+	hostname string
+}
+
+// CertStatus is what `sigillo cert status` prints.
+type CertStatus struct {
+	ACME      bool              `json:"acme"`
+	Certs     []tlsmgr.CertInfo `json:"certificates"`
+	LastError string            `json:"last_error,omitempty"`
+	ErrorAt   time.Time         `json:"error_at,omitzero"`
 }
 
 // ScanInfo is what `sigillo scan status` prints.
@@ -64,6 +76,8 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 	switch req.Op {
 	case "scan.status":
 		return h.scanStatus(ctx)
+	case "cert.status":
+		return h.certStatus(), nil
 	case "domain.add":
 		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix(), PEC: arg("pec") == "true"})
 		return nil, err
@@ -398,4 +412,18 @@ func (h *controlHandler) scanStatus(ctx context.Context) (ScanInfo, error) {
 	}
 	info.OK, info.Version = true, v
 	return info, nil
+}
+
+func (h *controlHandler) certStatus() CertStatus {
+	if h.acme != nil {
+		certs, lastErr, at := h.acme.Status()
+		return CertStatus{ACME: true, Certs: certs, LastError: lastErr, ErrorAt: at}
+	}
+	info := tlsmgr.CertInfo{Name: h.hostname, Source: "local CA"}
+	if c, err := h.ca.GetCertificate(&tls.ClientHelloInfo{ServerName: h.hostname}); err == nil && c != nil && len(c.Certificate) > 0 {
+		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
+			info.Issuer, info.NotBefore, info.NotAfter = leaf.Issuer.String(), leaf.NotBefore, leaf.NotAfter
+		}
+	}
+	return CertStatus{Certs: []tlsmgr.CertInfo{info}}
 }

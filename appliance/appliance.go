@@ -98,7 +98,16 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// Each server gets its own copy: net/http adds its ALPN protocols to
 	// the config it is given, which would make IMAP clients that offer
 	// ALPN fail the handshake.
-	tlsConf := func() *tls.Config { return tlsmgr.ServerConfig(ca) }
+	var certs tlsmgr.Source = ca
+	var acme *tlsmgr.ACME
+	if cfg.ACME != nil {
+		if acme, err = newACME(cfg, store, node, ca, log); err != nil {
+			return err
+		}
+		defer acme.Close()
+		certs = acme
+	}
+	tlsConf := func() *tls.Config { return tlsmgr.ServerConfig(certs) }
 
 	// New mail waits (4xx) while the disk is nearly full, before the raft
 	// log or the database would run out of room.
@@ -176,14 +185,19 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Hostname:  cfg.Hostname,
 		Logger:    log.With("component", "pop3"),
 	}
+	httpsConf := tlsConf()
+	if acme != nil && cfg.ACME.Challenge == "tls-alpn-01" {
+		// The CA's tls-alpn-01 validation comes to port 443.
+		httpsConf.NextProtos = append(httpsConf.NextProtos, "acme-tls/1")
+	}
 	adminServer := &http.Server{
 		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version, Scan: scanHealth}),
-		TLSConfig:         tlsConf(),
+		TLSConfig:         httpsConf,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ctl := &control.Server{
-		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now, scanner: scanner}).handle,
+		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now, scanner: scanner, acme: acme, hostname: cfg.Hostname}).handle,
 		Logger:  log.With("component", "control"),
 	}
 
@@ -215,6 +229,24 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			}
 			return err
 		}},
+	}
+	if acme != nil && cfg.ACME.Challenge == "http-01" {
+		// Port 80: the ACME http-01 challenges, and a redirect to https.
+		redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "https://"+r.Host+r.URL.RequestURI(), http.StatusMovedPermanently)
+		})
+		httpServer := &http.Server{Handler: acme.HTTPChallengeHandler(redirect), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		plan = append(plan, struct {
+			name, addr string
+			serve      func(net.Listener) error
+		}{"http", cfg.Listen.HTTP, func(ln net.Listener) error {
+			if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}})
+		defer httpServer.Close()
 	}
 	// What a client over the connection limits is told, on the plain
 	// ports; on the TLS ports the connection is just closed.
@@ -267,9 +299,19 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 	}()
 
+	// ACME runs on every node: certmagic's locks in the replicated store
+	// let one of them talk to the CA, and all serve the result.
+	jobsCtx, stopJobs := context.WithCancel(ctx)
+	if acme != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acme.Run(jobsCtx)
+		}()
+	}
+
 	// Leader-only jobs: the outbound queue and certificate renewal. One
 	// node is always its own leader; in a cluster they follow leadership.
-	jobsCtx, stopJobs := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -62,6 +62,10 @@ func newCommand(op string) Command {
 		return &ForgetTracking{}
 	case "virus-store-purge":
 		return &PurgeVirusStore{}
+	case "lock-try":
+		return &TryLock{}
+	case "lock-release":
+		return &Unlock{}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -43,7 +44,33 @@ type Config struct {
 	PEC PEC `toml:"pec"`
 	// Scan is the virus scanner (clamd).
 	Scan Scan `toml:"scan"`
+	// ACME, when set, gets the listeners' certificates from an ACME CA.
+	ACME *ACME `toml:"acme"`
 }
+
+// ACME is the [acme] table.
+type ACME struct {
+	Email string `toml:"email"`
+	// CA is the ACME directory URL (default Let's Encrypt).
+	CA string `toml:"ca"`
+	// CARoot is a PEM file of the ACME server's root, for private or test
+	// CAs.
+	CARoot string `toml:"ca_root"`
+	// Names default to the hostname.
+	Names []string `toml:"names"`
+	// Challenge: "tls-alpn-01" (default; the https listener on :443) or
+	// "http-01" (the http listener on :80).
+	Challenge string `toml:"challenge"`
+	// RenewCheck is how often certificates are checked for renewal, a Go
+	// duration ("10m", the default).
+	RenewCheck string `toml:"renew_check"`
+	// RetryFirst is the first wait after the CA could not be reached
+	// ("30s", the default), doubled up to an hour.
+	RetryFirst string `toml:"retry_first"`
+}
+
+// LetsEncrypt is the default ACME CA.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
 
 // Scan is the [scan] table.
 type Scan struct {
@@ -111,6 +138,9 @@ type Listen struct {
 	POP3        string `toml:"pop3"`
 	POP3S       string `toml:"pop3s"`
 	HTTPS       string `toml:"https"`
+	// HTTP answers ACME http-01 challenges and redirects everything else
+	// to https; opened only with [acme] challenge = "http-01".
+	HTTP string `toml:"http"`
 }
 
 // Default is the embedded configuration of `sigillo serve` without
@@ -150,7 +180,7 @@ func Load(path string) (Config, error) {
 	}
 	// A file describes a real deployment: its listeners default to the
 	// standard ports on every address, not to the loopback test ports.
-	cfg.Listen = Listen{SMTP: ":25", Submission: ":587", Submissions: ":465", IMAP: ":143", IMAPS: ":993", POP3: ":110", POP3S: ":995", HTTPS: ":443"}
+	cfg.Listen = Listen{SMTP: ":25", Submission: ":587", Submissions: ":465", IMAP: ":143", IMAPS: ":993", POP3: ":110", POP3S: ":995", HTTPS: ":443", HTTP: ":80"}
 	cfg.DataDir = "/var/lib/sigillo"
 	md, err := toml.Decode(string(data), &cfg)
 	if err != nil {
@@ -200,6 +230,31 @@ func (c *Config) Validate() error {
 	if c.Signer.PKCS11Module != "" && (c.Signer.TokenLabel == "" || c.Signer.PinFile == "") {
 		return errors.New("signer: pkcs11_module needs token_label and pin_file")
 	}
+	if a := c.ACME; a != nil {
+		if a.CA == "" {
+			a.CA = LetsEncrypt
+		}
+		if len(a.Names) == 0 {
+			a.Names = []string{c.Hostname}
+		}
+		switch a.Challenge {
+		case "":
+			a.Challenge = "tls-alpn-01"
+		case "tls-alpn-01", "http-01":
+		default:
+			return fmt.Errorf("acme.challenge %q: use tls-alpn-01 or http-01", a.Challenge)
+		}
+		if a.Challenge == "http-01" && c.Listen.HTTP == "" {
+			return errors.New("acme.challenge http-01 needs listen.http (\":80\")")
+		}
+		for _, d := range []struct{ name, v string }{{"renew_check", a.RenewCheck}, {"retry_first", a.RetryFirst}} {
+			if d.v != "" {
+				if v, err := time.ParseDuration(d.v); err != nil || v <= 0 {
+					return fmt.Errorf("acme.%s %q is not a positive duration (\"10m\")", d.name, d.v)
+				}
+			}
+		}
+	}
 	if c.Scan.MaxScanBytes < 0 {
 		return fmt.Errorf("scan.max_scan_bytes must not be negative, not %d", c.Scan.MaxScanBytes)
 	}
@@ -227,7 +282,7 @@ func (c *Config) Validate() error {
 func (l Listen) Map() map[string]string {
 	return map[string]string{
 		"smtp": l.SMTP, "submission": l.Submission, "submissions": l.Submissions,
-		"imap": l.IMAP, "imaps": l.IMAPS, "pop3": l.POP3, "pop3s": l.POP3S, "https": l.HTTPS,
+		"imap": l.IMAP, "imaps": l.IMAPS, "pop3": l.POP3, "pop3s": l.POP3S, "https": l.HTTPS, "http": l.HTTP,
 	}
 }
 

@@ -2,8 +2,10 @@
 // certificates. Without ACME settings a local CA, made at first start and
 // kept in the replicated store so every node shares it, issues the
 // certificate for the configured hostname; `sigillo ca export` hands its
-// root to clients. Automatic ACME certificates (certmagic) will plug in as
-// another Source; this package is not an ACME client yet.
+// root to clients. With ACME settings, ACME (certmagic) is the Source: it
+// gets and renews certificates from the CA, keeping them in the replicated
+// store through package certstore, and falls back on the local CA until
+// it has them. It does not do DNS-01 challenges or on-demand issuance.
 package tlsmgr
 
 import (
@@ -26,8 +28,8 @@ import (
 	"sigillo/storage"
 )
 
-// Source hands out the certificate for a TLS handshake. The local CA is
-// one; certmagic will be another.
+// Source hands out the certificate for a TLS handshake: the local CA, or
+// ACME.
 type Source interface {
 	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
