@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"strings"
@@ -171,4 +172,34 @@ func TestListenersGetAndRenewACMECertificates(t *testing.T) {
 	}
 	t.Logf("served the local CA's certificate while pebble was down; then pebble's (serial %x, to %v); renewed (serial %x, to %v) without a restart",
 		first.SerialNumber, first.NotAfter.Format(time.TimeOnly), renewed.SerialNumber, renewed.NotAfter.Format(time.TimeOnly))
+}
+
+// TestHTTP01UsesThePort80Companion: with challenge http-01 the http
+// listener opens, answers the CA (here pebble does not call it:
+// PEBBLE_VA_ALWAYS_VALID) and redirects everything else to https.
+func TestHTTP01UsesThePort80Companion(t *testing.T) {
+	p := newPebble(t, time.Hour)
+	p.Start(t)
+	httpPort := freePort(t)
+	in := newInstance(t, "mail.acme.test", fmt.Sprintf("http = \"127.0.0.1:%d\"\n[acme]\nca = %q\nca_root = %q\nchallenge = \"http-01\"\nretry_first = \"1s\"\n",
+		httpPort, p.URL, p.CAFile))
+	// http belongs in [listen]: the instance writes extra right after it.
+	in.start()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/webmail?x=1", httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != fmt.Sprintf("https://127.0.0.1:%d/webmail?x=1", httpPort) {
+		t.Fatalf("port 80 companion: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	imaps := fmt.Sprintf("127.0.0.1:%d", in.ports["imaps"])
+	deadline := time.Now().Add(60 * time.Second)
+	for !isPebble(served(t, imaps, "mail.acme.test")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ACME certificate with http-01:\n%s", in.cli("", "cert", "status"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
