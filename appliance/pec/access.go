@@ -195,11 +195,14 @@ func (g *Gestore) noticeHeader(at time.Time, to, subject, msgID, ricevuta string
 
 // bustaHeader is the header of a busta di trasporto (RFC 6109 §3.1.5):
 // Received:, To:, Cc:, Reply-To: inherited, the rest set by the gestore.
+// A Return-Path: in a submission is not inherited: only the final delivery
+// writes one (RFC 5321 §4.4), and the user's would contradict the
+// reverse-path the busta travels with.
 func (g *Gestore) bustaHeader(at time.Time, sender string, o *original, id string) []field {
 	var h []field
 	for _, f := range o.fields {
 		switch strings.ToLower(f.name) {
-		case "received", "to", "cc", "reply-to", "return-path":
+		case "received", "to", "cc", "reply-to":
 			h = append(h, field{name: f.name, raw: f.raw})
 		}
 	}

@@ -90,7 +90,7 @@ func (m message) build(s Signer) ([]byte, error) {
 	out.Grow(len(body) + 1024)
 	for _, f := range m.header {
 		if f.raw != nil {
-			out.Write(toCRLF(f.raw))
+			out.Write(cleanRaw(f.raw))
 			continue
 		}
 		writeField(&out, f.name, f.value)
@@ -102,26 +102,58 @@ func (m message) build(s Signer) ([]byte, error) {
 }
 
 // writeField writes one header field, folded at spaces so that no line is
-// longer than 78 characters where that is possible.
+// longer than 78 characters where that is possible, and never longer than
+// 998 when no word is. Whatever value holds, it is one field: control
+// characters (CR and LF among them) become spaces, and bytes that are not
+// UTF-8 question marks.
 func writeField(b *bytes.Buffer, name, value string) {
-	line := name + ": "
-	words := strings.Split(value, " ")
-	width := len(line)
-	b.WriteString(line)
-	for i, w := range words {
-		if i > 0 {
-			if width+1+len(w) > 78 && width > len(name)+2 {
-				b.WriteString("\r\n ")
-				width = 1
-			} else {
-				b.WriteByte(' ')
-				width++
-			}
+	value = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
 		}
+		return r
+	}, strings.ToValidUTF8(value, "?"))
+	b.WriteString(name + ":")
+	width := len(name) + 1
+	for i, w := range strings.Split(value, " ") {
+		if w != "" && width+1+len(w) > 78 && (i > 0 || width+1+len(w) > maxLine) {
+			b.WriteString("\r\n")
+			width = 0
+		}
+		b.WriteByte(' ')
 		b.WriteString(w)
-		width += len(w)
+		width += 1 + len(w)
 	}
 	b.WriteString("\r\n")
+}
+
+// maxLine is the longest header line RFC 5322 allows (§2.1.1), CRLF
+// excluded.
+const maxLine = 998
+
+// cleanRaw returns a header field as received, for a header we write: its
+// lines CRLF-terminated (the last one too), with no control character but
+// tab, and not starting with white space (which would make it a
+// continuation of the field before). A field whose first line has no
+// colon is dropped (nil).
+func cleanRaw(raw []byte) []byte {
+	raw = bytes.TrimLeft(bytes.TrimRight(raw, "\r\n"), " \t")
+	if k, _, ok := bytes.Cut(raw, []byte(":")); !ok || len(bytes.TrimSpace(k)) == 0 || bytes.ContainsAny(k, "\r\n") {
+		return nil
+	}
+	out := make([]byte, 0, len(raw)+8)
+	for i, line := range bytes.Split(raw, []byte("\n")) {
+		if i > 0 {
+			out = append(out, '\r', '\n')
+		}
+		for _, c := range bytes.TrimSuffix(line, []byte("\r")) {
+			if c < 0x20 && c != '\t' || c == 0x7f {
+				c = ' '
+			}
+			out = append(out, c)
+		}
+	}
+	return append(out, '\r', '\n')
 }
 
 // transferEncoding is the Content-Transfer-Encoding that describes a
@@ -244,18 +276,58 @@ func when(t time.Time) (day, clock, zone string) {
 	return t.Format("02/01/2006"), t.Format("15:04:05"), t.Format("-0700")
 }
 
-// encodeText is a header value for text: as it is when ASCII, else an
-// RFC 2047 encoded word.
+// encodeText is a header value for text: as it is when it is printable
+// ASCII whose words all fit in a header line, else RFC 2047 encoded words.
 func encodeText(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 || s[i] < 0x20 {
-			if !utf8.ValidString(s) {
-				s = strings.ToValidUTF8(s, "?")
-			}
-			return mime.QEncoding.Encode("utf-8", s)
-		}
+	if needsEncoding(s) || hasLongWord(s) {
+		return encodeWords(s)
 	}
 	return s
+}
+
+// hasLongWord reports whether a word of s would not fit in a header line.
+func hasLongWord(s string) bool {
+	for w := range strings.SplitSeq(s, " ") {
+		if len(w) > maxLine-100 {
+			return true
+		}
+	}
+	return false
+}
+
+// encodeWords encodes s (made valid UTF-8) as RFC 2047 "Q" encoded words of
+// at most 75 characters each, separated by spaces, where writeField may
+// fold: a subject of any length stays within the line limits. Only
+// letters, digits and "!*+-/" stay literal, which suits any header text.
+func encodeWords(s string) string {
+	const head, tail = "=?utf-8?q?", "?="
+	const room = 75 - len(head) - len(tail)
+	var words []string
+	var cur strings.Builder
+	var buf [utf8.UTFMax]byte
+	for _, r := range strings.ToValidUTF8(s, "?") {
+		var enc string
+		switch {
+		case r == ' ':
+			enc = "_"
+		case r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!*+-/", r)):
+			enc = string(r)
+		default:
+			n := utf8.EncodeRune(buf[:], r)
+			for _, c := range buf[:n] {
+				enc += fmt.Sprintf("=%02X", c)
+			}
+		}
+		if cur.Len()+len(enc) > room {
+			words = append(words, head+cur.String()+tail)
+			cur.Reset()
+		}
+		cur.WriteString(enc)
+	}
+	if cur.Len() > 0 || len(words) == 0 {
+		words = append(words, head+cur.String()+tail)
+	}
+	return strings.Join(words, " ")
 }
 
 // quoteDisplay quotes a display name: "Per conto di: user@example.it".
@@ -275,12 +347,14 @@ func needsEncoding(s string) bool {
 	return false
 }
 
-// subjectField is the Subject: of a system message: the prefix and the
+// subjectField is the Subject: of a system message: the prefix (always
+// as it is, for the programs that sort receipts by it) and the
 // original subject as it was on the wire (encoded words kept) when that is
-// ASCII, otherwise the decoded subject re-encoded.
+// ASCII and fits in header lines, otherwise the decoded subject
+// re-encoded.
 func subjectField(prefix, rawSubject, decoded string) string {
-	if !needsEncoding(rawSubject) {
+	if !needsEncoding(rawSubject) && !hasLongWord(rawSubject) {
 		return prefix + rawSubject
 	}
-	return encodeText(prefix + decoded)
+	return prefix + encodeWords(decoded)
 }

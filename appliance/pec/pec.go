@@ -36,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"sigillo/appliance/pecdir"
 	"sigillo/appliance/peclog"
@@ -52,6 +53,9 @@ type Store interface {
 	MailboxByAddress(ctx context.Context, address string) (storage.Mailbox, error)
 	Domains(ctx context.Context) ([]storage.Domain, error)
 	KV(ctx context.Context, key string) ([]byte, error)
+	// TrackedMessage is the tracking of a busta we sent to other
+	// gestori, one entry per recipient.
+	TrackedMessage(ctx context.Context, msgid string) ([]storage.Tracked, error)
 }
 
 // Gestore is one PEC provider: its name, service address, signing key and
@@ -296,8 +300,11 @@ func readOriginal(data []byte) *original {
 		}
 		return ""
 	}
-	wordDecoder := new(mime.WordDecoder) // UTF-8, ISO-8859-1 and US-ASCII words
-	parser := mail.AddressParser{WordDecoder: wordDecoder}
+	// Encoded words in UTF-8, ISO-8859-1, US-ASCII, Windows-1252 and
+	// ISO-8859-15; in addresses, any charset (the display name does not
+	// matter, and an unknown charset must not make a From unreadable).
+	wordDecoder := &mime.WordDecoder{CharsetReader: charsetReader}
+	parser := mail.AddressParser{WordDecoder: &mime.WordDecoder{CharsetReader: lenientCharsetReader}}
 	if v := get("From"); v != "" {
 		o.from, o.fromErr = parser.ParseList(v)
 	} else {
@@ -321,9 +328,16 @@ func readOriginal(data []byte) *original {
 	if dec, err := wordDecoder.DecodeHeader(o.subjectRaw); err == nil {
 		o.subject = dec
 	}
-	o.subject = strings.ToValidUTF8(o.subject, "?")
-	o.msgID = strings.TrimSpace(get("Message-ID"))
-	o.replyTo = get("Reply-To")
+	o.subject = oneLine(o.subject)
+	o.msgID = normalizeMsgID(get("Message-ID"))
+	// risposte is the Reply-To's addresses, as gestori write it.
+	if v := get("Reply-To"); v != "" {
+		if as, err := parser.ParseList(v); err == nil && len(as) > 0 {
+			o.replyTo = strings.Join(addrList(as), ", ")
+		} else {
+			o.replyTo = oneLine(v)
+		}
+	}
 	switch t := strings.ToLower(strings.TrimSpace(get("X-TipoRicevuta"))); t {
 	case "breve", "sintetica":
 		o.tipo = t
@@ -333,9 +347,56 @@ func readOriginal(data []byte) *original {
 	return o
 }
 
+// oneLine makes s valid UTF-8 (bytes that are not UTF-8 taken as
+// Windows-1252, which covers ISO-8859-1, as 8-bit headers from old clients
+// are) on one line: control characters become spaces. What it returns can
+// go in a text, a daticert and the log without changing their layout.
+func oneLine(s string) string {
+	if !utf8.ValidString(s) {
+		s = decodeCP1252Invalid(s)
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// normalizeMsgID returns the msg-id of a Message-ID field value with its
+// angle brackets (RFC 5322 §3.6.4; PEC.md §3.4.1): the first <...> in it,
+// or the first word bracketed when a client left them out; nothing that
+// could break a header line or the log (spaces, control characters,
+// invalid UTF-8). "" when there is none.
+func normalizeMsgID(v string) string {
+	v = strings.TrimSpace(v)
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		v = v[i+1:]
+		if j := strings.IndexByte(v, '>'); j >= 0 {
+			v = v[:j]
+		}
+	} else if fs := strings.Fields(v); len(fs) > 0 {
+		v = fs[0]
+	}
+	v = strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f || r == '<' || r == '>' || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(v, ""))
+	if v == "" {
+		return ""
+	}
+	return "<" + v + ">"
+}
+
 // inCc reports whether addr is among the Cc: recipients and not the To:
-// ones (an ambiguous recipient is primary, RFC 6109 §3.3.2.1).
+// ones (an ambiguous recipient is primary, RFC 6109 §3.3.2.1: so is every
+// recipient when To: or Cc: cannot be read).
 func (o *original) inCc(addr string) bool {
+	if o.toErr != nil || o.ccErr != nil {
+		return false
+	}
 	for _, a := range o.to {
 		if strings.EqualFold(a.Address, addr) {
 			return false

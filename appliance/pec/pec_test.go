@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,13 +32,13 @@ func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return 
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 func newClock(t time.Time) *clock    { return &clock{t: t} }
 func (c *clock) String() string      { return c.Now().Format(time.RFC3339) }
-func mustHash(t *testing.T) string {
+func mustHash(t testing.TB) string {
 	t.Helper()
 	h, err := passwd.Hash("pw", passwd.Params{Memory: 64, Time: 1, Threads: 1})
 	must(t, err)
 	return h
 }
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +52,7 @@ func headerOf(m []byte, k string) string { h, _, _ := signer.ParseHeader(m); ret
 
 // site is one gestore with its own store, key and clock.
 type site struct {
-	t      *testing.T
+	t      testing.TB
 	g      *Gestore
 	store  *storage.Store
 	prop   *apptest.Proposer
@@ -60,13 +61,23 @@ type site struct {
 	domain string
 }
 
-func newSite(t *testing.T, domain, provider string, clk *clock) *site {
+func newSite(t testing.TB, domain, provider string, clk *clock) *site {
+	t.Helper()
+	return newSiteKey(t, domain, provider, clk, nil)
+}
+
+// newSiteKey is newSite with the gestore's key and certificate given (a
+// PEM file as signer writes it); nil makes new ones.
+func newSiteKey(t testing.TB, domain, provider string, clk *clock, keyPEM []byte) *site {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := storage.Open(filepath.Join(dir, "db"))
 	must(t, err)
 	t.Cleanup(func() { st.Close() })
 	sc := signer.Config{KeyFile: filepath.Join(dir, "gestore.pem")}
+	if keyPEM != nil {
+		must(t, os.WriteFile(sc.KeyFile, keyPEM, 0o600))
+	}
 	service := "posta-certificata@" + domain
 	_, err = signer.Init(sc, signer.InitOptions{ProviderName: provider, ServiceAddress: service, Now: clk.Now().Add(-time.Hour)})
 	must(t, err)
@@ -363,10 +374,17 @@ func TestUnknownUserAndFullMailboxGetAnAvvisoDiMancataConsegna(t *testing.T) {
 }
 
 // twoSites is gestore A (a.test) and B (b.test) trusting each other.
-func twoSites(t *testing.T) (a, b *site) {
+func twoSites(t testing.TB) (a, b *site) {
+	t.Helper()
+	return twoSitesKeys(t, nil, nil)
+}
+
+// twoSitesKeys is twoSites with the gestori's keys given (nil: new ones).
+func twoSitesKeys(t testing.TB, keyA, keyB []byte) (a, b *site) {
+	t.Helper()
 	clk := newClock(t0)
-	a = newSite(t, "a.test", "Gestore A S.p.A.", clk)
-	b = newSite(t, "b.test", "Gestore B S.p.A.", clk)
+	a = newSiteKey(t, "a.test", "Gestore A S.p.A.", clk, keyA)
+	b = newSiteKey(t, "b.test", "Gestore B S.p.A.", clk, keyB)
 	a.trust(b)
 	b.trust(a)
 	a.mailbox("alice@a.test", 0)
@@ -377,7 +395,7 @@ func twoSites(t *testing.T) (a, b *site) {
 }
 
 // sendToB submits at A for bob@b.test and returns the busta A queued.
-func sendToB(t *testing.T, a *site, subject string) (*Outcome, []byte) {
+func sendToB(t testing.TB, a *site, subject string) (*Outcome, []byte) {
 	t.Helper()
 	out := a.submit("alice@a.test", []string{"bob@b.test"}, userMessage("alice@a.test", "bob@b.test", "", subject, "", "b\r\n"))
 	for _, it := range a.queued() {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"sigillo/appliance/pecdir"
 	"sigillo/appliance/peclog"
 	"sigillo/appliance/pecverify"
 	"sigillo/appliance/signer"
@@ -76,7 +77,7 @@ func (g *Gestore) Receive(ctx context.Context, tx Transaction) (*Outcome, error)
 			}
 			reason = why
 		case ricevuta != "":
-			out, why, err := g.receipt(ctx, p, ds, tx, o, v.Content, ricevuta, provider, at)
+			out, why, err := g.receipt(ctx, p, ds, tx, v, dir, ricevuta, provider, at)
 			if err != nil || why == "" {
 				return out, err
 			}
@@ -91,7 +92,7 @@ func (g *Gestore) Receive(ctx context.Context, tx Transaction) (*Outcome, error)
 		return &Outcome{Summary: "virus in a message that is not a busta: " + tx.Virus,
 			Reply: &Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Message refused: virus found (" + tx.Virus + ")"}}, nil
 	}
-	return g.anomalia(ctx, p, ds, tx, o, reason, at)
+	return g.anomalia(ctx, p, ds, dir, tx, o, reason, at)
 }
 
 // ours reports whether cert is this gestore's own certificate.
@@ -122,6 +123,27 @@ func (g *Gestore) takeInCharge(ctx context.Context, p *plan, ds domains, tx Tran
 	}
 	if msgid := strings.Trim(headerValue(o, "Message-ID"), "<> "); !strings.EqualFold(msgid, in.Identificativo) {
 		return nil, "il Message-ID della busta non coincide con l'identificativo / the envelope's Message-ID is not its identificativo", nil
+	}
+	// The routing data of a busta are those of the original (RFC 6109
+	// §3.1.5): the reverse-path is the certified sender, where the
+	// receipts go, and each forward-path one of its certified recipients
+	// (PEC.md §7: every ricezione and consegna is a recipient of the
+	// busta). Otherwise a busta someone got hold of could be replayed to
+	// have us send signed receipts, with its content, to anyone.
+	if _, _, ok := storage.SplitAddress(in.Mittente); !ok {
+		return nil, "daticert.xml della busta senza mittente / envelope daticert.xml without a sender", nil
+	}
+	if tx.Sender != "" && storage.NormalizeAddress(tx.Sender) != storage.NormalizeAddress(in.Mittente) {
+		return nil, fmt.Sprintf("il mittente SMTP %s non è quello della busta, %s / the reverse-path is not the envelope's sender", tx.Sender, in.Mittente), nil
+	}
+	listed := map[string]bool{}
+	for _, d := range in.Destinatari {
+		listed[storage.NormalizeAddress(d.Address)] = true
+	}
+	for _, r := range tx.Recipients {
+		if !listed[storage.NormalizeAddress(r)] {
+			return nil, fmt.Sprintf("il destinatario %s non è tra quelli della busta / %s is not among the envelope's recipients", r, r), nil
+		}
 	}
 	orig := readOriginal(postacert)
 	orig.msgID = in.MsgID
@@ -176,14 +198,34 @@ func (g *Gestore) takeInCharge(ctx context.Context, p *plan, ds domains, tx Tran
 }
 
 // receipt delivers a verified receipt as it is, and records what it says
-// about a busta we sent.
-func (g *Gestore) receipt(ctx context.Context, p *plan, ds domains, tx Transaction, o *original, signed []byte,
+// about a busta we sent. Only the receipts that travel between gestori are
+// taken; the others (an accettazione, a busta labelled as a receipt...) are
+// not correct PEC messages here and get a busta di anomalia. A receipt
+// changes the tracking of a recipient, or has us warn our user, only when
+// it is signed by the gestore of that recipient's domain: another gestore
+// cannot silence the 12 h and 24 h notices of a busta it did not receive,
+// nor have us certify that it was not delivered.
+func (g *Gestore) receipt(ctx context.Context, p *plan, ds domains, tx Transaction, v signer.Verification, dir *pecdir.Directory,
 	kind, provider string, at time.Time) (*Outcome, string, error) {
+	switch kind {
+	case "presa-in-carico", "avvenuta-consegna", "errore-consegna", "rilevazione-virus":
+	default:
+		return nil, fmt.Sprintf("X-Ricevuta %q non è una ricevuta tra gestori / not a receipt between gestori", kind), nil
+	}
+	if kind == "presa-in-carico" || kind == "rilevazione-virus" {
+		// Server-to-server notices never reach users (RFC 6109 §2.1.1.1.1):
+		// only our service mailbox takes them.
+		for _, r := range tx.Recipients {
+			if !strings.EqualFold(r, g.Service) {
+				return nil, fmt.Sprintf("%s indirizzata a %s, non alla casella di servizio / %s addressed to a user, not to the service mailbox", kind, r, kind), nil
+			}
+		}
+	}
 	if tx.Virus != "" {
 		return &Outcome{Summary: "virus in a receipt: " + tx.Virus,
 			Reply: &Reply{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Message refused: virus found (" + tx.Virus + ")"}}, "", nil
 	}
-	dcRaw, _ := signedParts(signed)
+	dcRaw, _ := signedParts(v.Content)
 	if dcRaw == nil {
 		return nil, "ricevuta senza daticert.xml / receipt without daticert.xml", nil
 	}
@@ -191,19 +233,39 @@ func (g *Gestore) receipt(ctx context.Context, p *plan, ds domains, tx Transacti
 	if err != nil || in.Tipo != kind || in.Identificativo == "" {
 		return nil, fmt.Sprintf("daticert.xml della ricevuta non corretto / malformed receipt daticert.xml (%v)", err), nil
 	}
+	// concerns: the receipt's signer is the gestore of rcpt.
+	concerns := func(rcpt string) bool {
+		if _, _, ok := storage.SplitAddress(rcpt); !ok {
+			return false
+		}
+		if g.ours(v.Signer) {
+			_, hosted := ds.hosted[domainOf(storage.NormalizeAddress(rcpt))]
+			return hosted
+		}
+		_, err := dir.Match(v.Signer, rcpt)
+		return err == nil
+	}
+	track := func(op storage.TrackOp, rcpt string) {
+		if !concerns(rcpt) {
+			g.logger().Warn("pec: a receipt about a recipient its gestore does not manage; tracking unchanged",
+				"kind", kind, "id", in.Identificativo, "recipient", rcpt, "gestore", provider)
+			return
+		}
+		p.batch.Track = append(p.batch.Track, storage.Track{Op: op, MsgID: in.Identificativo, Recipient: rcpt, At: at.Unix()})
+	}
 	var event peclog.Event
 	switch kind {
 	case "presa-in-carico":
 		event = peclog.EventPresaInCarico
 		for _, r := range in.Ricezione {
-			p.batch.Track = append(p.batch.Track, storage.Track{Op: storage.TrackPresa, MsgID: in.Identificativo, Recipient: r, At: at.Unix()})
+			track(storage.TrackPresa, r)
 		}
 	case "avvenuta-consegna":
 		event = peclog.EventConsegna
-		p.batch.Track = append(p.batch.Track, storage.Track{Op: storage.TrackConsegna, MsgID: in.Identificativo, Recipient: in.Consegna, At: at.Unix()})
+		track(storage.TrackConsegna, in.Consegna)
 	case "errore-consegna":
 		event = peclog.EventMancataConsegna
-		p.batch.Track = append(p.batch.Track, storage.Track{Op: storage.TrackConsegna, MsgID: in.Identificativo, Recipient: in.Consegna, At: at.Unix()})
+		track(storage.TrackConsegna, in.Consegna)
 	case "rilevazione-virus":
 		event = peclog.EventRilevazioneVirus
 		rd := receiptData{id: in.Identificativo, msgID: in.MsgID, mittente: in.Mittente, risposte: in.Risposte,
@@ -214,11 +276,14 @@ func (g *Gestore) receipt(ctx context.Context, p *plan, ds domains, tx Transacti
 		if rd.esteso == "" {
 			rd.esteso = "virus"
 		}
-		if err := g.virusMancataConsegna(ctx, p, ds, rd, at); err != nil {
-			return nil, "", err
+		if concerns(rd.consegna) {
+			if err := g.virusMancataConsegna(ctx, p, ds, rd, at); err != nil {
+				return nil, "", err
+			}
+		} else {
+			g.logger().Warn("pec: a rilevazione virus about a recipient its gestore does not manage; no avviso",
+				"id", in.Identificativo, "recipient", rd.consegna, "gestore", provider)
 		}
-	default:
-		event = peclog.Event(kind)
 	}
 	var delivered []string
 	for _, r := range tx.Recipients {
@@ -250,7 +315,7 @@ func (g *Gestore) receipt(ctx context.Context, p *plan, ds domains, tx Transacti
 // anomalia wraps a message that is not a correct, trusted PEC message in a
 // busta di anomalia (RFC 6109 §3.2.2): signed by us, the original as the
 // only other part, no daticert, routing data unchanged.
-func (g *Gestore) anomalia(ctx context.Context, p *plan, ds domains, tx Transaction, o *original, reason string, at time.Time) (*Outcome, error) {
+func (g *Gestore) anomalia(ctx context.Context, p *plan, ds domains, dir *pecdir.Directory, tx Transaction, o *original, reason string, at time.Time) (*Outcome, error) {
 	var delivered []string
 	for _, r := range tx.Recipients {
 		if _, err := g.Store.MailboxByAddress(ctx, r); storage.IsCode(err, storage.ErrNotFound) {
@@ -268,17 +333,27 @@ func (g *Gestore) anomalia(ctx context.Context, p *plan, ds domains, tx Transact
 	if len(o.from) == 1 {
 		sender = o.from[0].Address
 	}
-	dir, _, _ := g.directory(ctx)
 	var rcpts []Destinatario
 	for _, r := range tx.Recipients {
 		rcpts = append(rcpts, Destinatario{Address: r, Certificato: certified(r, ds, dir)})
 	}
 	var h []field
+	msgID := false
 	for _, f := range o.fields {
 		switch strings.ToLower(f.name) {
-		case "received", "to", "cc", "reply-to", "message-id":
+		case "received", "to", "cc", "reply-to":
 			h = append(h, field{name: f.name, raw: f.raw})
+		case "message-id":
+			// The original's, if it has a usable one (RFC 6109 §3.2.2).
+			if !msgID && o.msgID != "" {
+				h = append(h, field{name: f.name, raw: f.raw})
+				msgID = true
+			}
 		}
+	}
+	if !msgID {
+		// Nothing to keep, but a message needs one.
+		h = append(h, field{name: "Message-ID", value: "<" + newID(at, g.serviceDomain()) + ">"})
 	}
 	if o.replyTo == "" && sender != "" {
 		h = append(h, field{name: "Reply-To", value: sender})

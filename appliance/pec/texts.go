@@ -25,6 +25,18 @@ type textData struct {
 
 func (d textData) when() (string, string, string) { return when(d.at) }
 
+// oneLine is d with each value on one line (see oneLine), so that a subject
+// or an address from outside cannot add lines of its own to a text we sign.
+func (d textData) oneLine() textData {
+	d.subject, d.sender, d.recipient, d.id, d.errText = oneLine(d.subject), oneLine(d.sender), oneLine(d.recipient), oneLine(d.id), oneLine(d.errText)
+	rs := make([]Destinatario, len(d.recipients))
+	for i, r := range d.recipients {
+		rs[i] = Destinatario{Address: oneLine(r.Address), Certificato: r.Certificato}
+	}
+	d.recipients = rs
+	return d
+}
+
 func (d textData) rcptList(certified, external string) string {
 	var b strings.Builder
 	for _, r := range d.recipients {
@@ -38,6 +50,7 @@ func (d textData) rcptList(certified, external string) string {
 }
 
 func textAccettazione(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Ricevuta di accettazione\n\nIl giorno %s alle ore %s (%s) il messaggio\n\"%s\" proveniente da \"%s\"\ned indirizzato a:\n%s\nè stato accettato dal sistema ed inoltrato.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.rcptList("posta certificata", "posta ordinaria"), d.id)
@@ -47,6 +60,7 @@ func textAccettazione(d textData) string {
 }
 
 func textNonAccettazione(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Avviso di non accettazione\n\nErrore nell'accettazione del messaggio\nIl giorno %s alle ore %s (%s) nel messaggio\n\"%s\" proveniente da \"%s\"\ned indirizzato a:\n%s\nè stato rilevato un problema che ne impedisce l'accettazione\na causa di: %s\nIl messaggio non è stato accettato.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.rcptList("posta certificata", "posta ordinaria"), d.errText, d.id)
@@ -56,6 +70,7 @@ func textNonAccettazione(d textData) string {
 }
 
 func textBusta(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Messaggio di posta certificata\n\nIl giorno %s alle ore %s (%s) il messaggio\n\"%s\" è stato inviato da \"%s\"\nindirizzato a:\n%s\nIl messaggio originale è incluso in allegato.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.rcptList("posta certificata", "posta ordinaria"), d.id)
@@ -65,6 +80,7 @@ func textBusta(d textData) string {
 }
 
 func textPresaInCarico(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Ricevuta di presa in carico\n\nIl giorno %s alle ore %s (%s) il messaggio\n\"%s\" proveniente da \"%s\"\ned indirizzato a:\n%s\nè stato accettato dal sistema.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.rcptList("posta certificata", "posta ordinaria"), d.id)
@@ -74,6 +90,7 @@ func textPresaInCarico(d textData) string {
 }
 
 func textConsegna(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	var notaIT, notaEN string
 	switch d.tipo {
@@ -95,6 +112,7 @@ func textConsegna(d textData) string {
 }
 
 func textMancataConsegna(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Avviso di mancata consegna\n\nIl giorno %s alle ore %s (%s) nel messaggio\n\"%s\" proveniente da \"%s\"\ned indirizzato a \"%s\"\nè stato rilevato un errore: %s\nIl messaggio è stato rifiutato dal sistema.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.recipient, d.errText, d.id)
@@ -104,6 +122,7 @@ func textMancataConsegna(d textData) string {
 }
 
 func textAnomalia(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Anomalia nel messaggio\n\nIl giorno %s alle ore %s (%s) è stato ricevuto\nil messaggio \"%s\" proveniente da \"%s\"\ned indirizzato a:\n%s\nTali dati non sono stati certificati per il seguente errore:\n%s\nIl messaggio originale è incluso in allegato.",
 		day, clock, zone, d.subject, d.sender, d.rcptList("posta certificata", "posta ordinaria"), d.errText)
@@ -113,6 +132,7 @@ func textAnomalia(d textData) string {
 }
 
 func textPreavviso(d textData, final bool) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	var it, en string
 	if !final {

@@ -132,7 +132,7 @@ func (t *Timer) notice(ctx context.Context, tr storage.Tracked, final bool, at t
 		dc.Errore, dc.ErroreEsteso = "altro", "5.4.7 - "+g.Provider+" - mancata consegna entro 24 ore / not delivered within 24 hours"
 	}
 	msg, err := message{
-		header: g.noticeHeader(at, tr.Sender, encodeText("AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: "+tr.Subject), tr.OrigMsgID, "preavviso-errore-consegna"),
+		header: g.noticeHeader(at, tr.Sender, "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: "+encodeText(tr.Subject), tr.OrigMsgID, "preavviso-errore-consegna"),
 		text:   textPreavviso(td, final), daticert: dc.XML(),
 	}.build(g.Signer)
 	if err != nil {

@@ -3,6 +3,7 @@ package pec
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"sigillo/appliance/peclog"
@@ -78,6 +79,11 @@ func isOurs(addr string, g *Gestore) bool { return addr == g.Service }
 // virusMancataConsegna: a rilevazione virus came back from the recipient's
 // gestore; our user gets the avviso di mancata consegna per virus, built
 // from its certification data, and tracking ends for that recipient.
+//
+// Only a busta we sent to that recipient, and still waiting for its
+// consegna, gets it, and the avviso goes to whoever sent it: a gestore
+// cannot have us certify to a user of ours the loss of a message the user
+// did not send.
 func (g *Gestore) virusMancataConsegna(ctx context.Context, p *plan, ds domains, in receiptData, at time.Time) error {
 	if in.mittente == "" || in.consegna == "" {
 		return nil
@@ -86,12 +92,24 @@ func (g *Gestore) virusMancataConsegna(ctx context.Context, p *plan, ds domains,
 		// Not our user's message: nothing of ours to warn about.
 		return nil
 	}
+	trs, err := g.Store.TrackedMessage(ctx, in.id)
+	if err != nil {
+		return unavailable("reading the tracking of "+in.id, err)
+	}
+	i := slices.IndexFunc(trs, func(tr storage.Tracked) bool {
+		return storage.NormalizeAddress(tr.Recipient) == storage.NormalizeAddress(in.consegna) && !tr.Consegna
+	})
+	if i < 0 {
+		g.logger().Warn("pec: a rilevazione virus for no busta of ours waiting for its consegna; no avviso", "id", in.id, "recipient", in.consegna)
+		return nil
+	}
+	in.mittente = trs[i].Sender
 	dc := Daticert{Tipo: "errore-consegna", Errore: "virus", ErroreEsteso: in.esteso, Mittente: in.mittente,
 		Destinatari: in.destinatari, Risposte: in.risposte, Oggetto: in.oggetto, Gestore: g.Provider, Time: at,
 		ID: in.id, MsgID: in.msgID, Consegna: in.consegna}
 	td := textData{at: at, subject: in.oggetto, sender: in.mittente, recipient: in.consegna, id: in.id,
 		recipients: in.destinatari, errText: in.esteso}
-	h := g.noticeHeader(at, in.mittente, encodeText("AVVISO DI MANCATA CONSEGNA PER VIRUS: "+in.oggetto), in.msgID, "errore-consegna")
+	h := g.noticeHeader(at, in.mittente, "AVVISO DI MANCATA CONSEGNA PER VIRUS: "+encodeText(oneLine(in.oggetto)), in.msgID, "errore-consegna")
 	h = append(h, field{name: "X-VerificaSicurezza", value: "errore"})
 	msg, err := message{header: h, text: textMancataConsegnaVirus(td), daticert: dc.XML()}.build(g.Signer)
 	if err != nil {
@@ -113,6 +131,7 @@ type receiptData struct {
 }
 
 func textNonAccettazioneVirus(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Avviso di non accettazione per virus\n\nErrore nell'accettazione del messaggio per presenza di virus\nIl giorno %s alle ore %s (%s) nel messaggio\n\"%s\" proveniente da \"%s\"\ned indirizzato a:\n%s\nè stato rilevato un problema di sicurezza: %s\nIl messaggio non è stato accettato.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.rcptList("posta certificata", "posta ordinaria"), d.errText, d.id)
@@ -122,6 +141,7 @@ func textNonAccettazioneVirus(d textData) string {
 }
 
 func textRilevazioneVirus(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Avviso di rilevazione virus\n\nIl giorno %s alle ore %s (%s) nel messaggio\n\"%s\" proveniente da \"%s\"\ned indirizzato a \"%s\"\nè stato rilevato un problema di sicurezza: %s\nIl messaggio non è stato inoltrato al destinatario.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.recipient, d.errText, d.id)
@@ -131,6 +151,7 @@ func textRilevazioneVirus(d textData) string {
 }
 
 func textMancataConsegnaVirus(d textData) string {
+	d = d.oneLine()
 	day, clock, zone := d.when()
 	it := fmt.Sprintf("Avviso di mancata consegna per virus\n\nIl giorno %s alle ore %s (%s) nel messaggio\n\"%s\" proveniente da \"%s\"\ned indirizzato a \"%s\"\nè stato rilevato un problema di sicurezza: %s\nIl messaggio non è stato consegnato.\nIdentificativo messaggio: %s",
 		day, clock, zone, d.subject, d.sender, d.recipient, d.errText, d.id)

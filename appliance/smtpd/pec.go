@@ -52,6 +52,12 @@ func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, b
 	}
 	batch := out.Batch
 	queued := out.Queued
+	if out.Reply != nil {
+		// The gestore refused (or answered for) its recipients: the whole
+		// transaction gets that answer, so that none of its recipients is
+		// lost behind a 250 (the client sends again, or bounces).
+		others = nil
+	}
 	if len(others) > 0 {
 		// The recipients outside PEC domains get the message as usual, in
 		// the same command (quota was checked at RCPT).
@@ -92,7 +98,7 @@ func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, b
 	}
 	s.log.Info("PEC message processed", "id", id, "pec_id", out.ID, "from", s.from, "recipients", len(tx.Recipients),
 		"others", len(others), "outcome", out.Summary, "size", len(data), "tls", overTLS)
-	if r := out.Reply; r != nil && len(others) == 0 {
+	if r := out.Reply; r != nil {
 		return replyf(r.Code, smtp.EnhancedCode{r.Enhanced[0], r.Enhanced[1], r.Enhanced[2]}, "%s", r.Text), true
 	}
 	msg := "Ok: queued as " + id
