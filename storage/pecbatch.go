@@ -31,6 +31,19 @@ CREATE TABLE pec_track (
 CREATE INDEX pec_track_open ON pec_track(sent_at) WHERE consegna_at IS NULL AND warned24_at IS NULL;
 `
 
+// pecReceivedSchema is migration 6: the bustas the reception point took in
+// charge, per recipient, so that one sent again (a sending gestore retrying
+// after a lost reply) is not delivered, nor receipted, twice.
+const pecReceivedSchema = `
+CREATE TABLE pec_received (
+	msgid     TEXT NOT NULL,
+	recipient TEXT NOT NULL,
+	at        INTEGER NOT NULL,
+	PRIMARY KEY (msgid, recipient)
+);
+CREATE INDEX pec_received_at ON pec_received(at);
+`
+
 // Batch applies what one PEC transaction produces as a single unit: the
 // messages it stores or queues, the events it adds to the legal log, and
 // the changes to the tracking of sent bustas. Either all of it is applied
@@ -144,6 +157,10 @@ const (
 	// the whole batch that carries the notice: it is never emitted twice.
 	TrackWarned12 TrackOp = "warned12"
 	TrackWarned24 TrackOp = "warned24"
+	// TrackReceived records a busta taken in charge for a recipient of
+	// ours; a second one for the same recipient is refused with
+	// ErrConflict, undoing the batch that would deliver it again.
+	TrackReceived TrackOp = "received"
 )
 
 // Track is one change to the tracking of a sent busta.
@@ -166,6 +183,15 @@ func (tr Track) apply(t *txn) error {
 	var q string
 	args := []any{tr.At, tr.MsgID, rcpt}
 	switch tr.Op {
+	case TrackReceived:
+		r, err := t.exec(`INSERT INTO pec_received(msgid, recipient, at) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`, tr.MsgID, rcpt, tr.At)
+		if err != nil {
+			return err
+		}
+		if n, _ := r.RowsAffected(); n == 0 {
+			return refuse(ErrConflict, "pec-batch: busta %s for %s already taken in charge", tr.MsgID, rcpt)
+		}
+		return nil
 	case TrackSent:
 		_, err := t.exec(`INSERT INTO pec_track(msgid, recipient, sender, subject, orig_msgid, sent_at) VALUES(?, ?, ?, ?, ?, ?)
 			ON CONFLICT(msgid, recipient) DO NOTHING`, tr.MsgID, rcpt, tr.Sender, tr.Subject, tr.OrigMsgID, tr.At)
@@ -210,7 +236,12 @@ func (c *ForgetTracking) apply(t *txn) (any, error) {
 		return nil, err
 	}
 	n, _ := r.RowsAffected()
-	return n, nil
+	r, err = t.exec("DELETE FROM pec_received WHERE at<?", c.Before)
+	if err != nil {
+		return nil, err
+	}
+	m, _ := r.RowsAffected()
+	return n + m, nil
 }
 
 // Tracked is the state of one sent busta for one recipient.
@@ -271,4 +302,15 @@ func (s *Store) TrackedMessage(ctx context.Context, msgid string) ([]Tracked, er
 		return nil, err
 	}
 	return out, nil
+}
+
+// AlreadyReceived reports whether the busta msgid was taken in charge for
+// recipient before.
+func (s *Store) AlreadyReceived(ctx context.Context, msgid, recipient string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM pec_received WHERE msgid=? AND recipient=?", msgid, NormalizeAddress(recipient)).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("received bustas: %w", err)
+	}
+	return n > 0, nil
 }

@@ -73,7 +73,8 @@ CREATE TABLE kv (
 `,
 	// 2: a domain can be run as a PEC (certified mail) domain.
 	`ALTER TABLE domains ADD COLUMN pec INTEGER NOT NULL DEFAULT 0;`,
-	pecLogSchema,     // 3: the PEC legal log and its signed heads (peclog.go)
-	pecTrackSchema,   // 4: TLS-only queue items, tracking of sent bustas (pecbatch.go)
-	virusStoreSchema, // 5: infected messages kept apart (virusstore.go)
+	pecLogSchema,      // 3: the PEC legal log and its signed heads (peclog.go)
+	pecTrackSchema,    // 4: TLS-only queue items, tracking of sent bustas (pecbatch.go)
+	virusStoreSchema,  // 5: infected messages kept apart (virusstore.go)
+	pecReceivedSchema, // 6: bustas taken in charge, against duplicates (pecbatch.go)
 }

@@ -204,7 +204,7 @@ func (s *Store) Snapshot(ctx context.Context, path string) error {
 }
 
 // userTables are the tables copied by Restore, parents before children.
-var userTables = []string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv", "pec_log", "pec_log_heads", "pec_track", "virus_store"}
+var userTables = []string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv", "pec_log", "pec_log_heads", "pec_track", "virus_store", "pec_received"}
 
 // Restore replaces the whole state with the database file at path (made by
 // Snapshot, possibly by an older version: it is migrated first). The swap is

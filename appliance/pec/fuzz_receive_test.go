@@ -232,7 +232,9 @@ func checkOutcome(t *testing.T, s *site, tx Transaction, out *Outcome, err error
 	if err != nil {
 		t.Fatalf("error (ErrUnavailable: %v) with a healthy store: %v", errors.Is(err, ErrUnavailable), err)
 	}
-	if out == nil || out.Reply == nil && out.Batch == nil {
+	if out == nil || out.Reply == nil && out.Batch == nil && !strings.Contains(out.Summary, "already taken in charge") {
+		// The one outcome with neither: a busta taken in charge before
+		// (the fuzz store keeps what earlier inputs stored).
 		t.Fatalf("neither a reply nor a batch: %+v", out)
 	}
 	if r := out.Reply; r != nil && (r.Code < 400 || r.Code > 599 || r.Text == "") {

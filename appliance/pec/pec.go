@@ -56,6 +56,8 @@ type Store interface {
 	// TrackedMessage is the tracking of a busta we sent to other
 	// gestori, one entry per recipient.
 	TrackedMessage(ctx context.Context, msgid string) ([]storage.Tracked, error)
+	// AlreadyReceived tells a busta taken in charge before for recipient.
+	AlreadyReceived(ctx context.Context, msgid, recipient string) (bool, error)
 }
 
 // Gestore is one PEC provider: its name, service address, signing key and

@@ -145,6 +145,25 @@ func (g *Gestore) takeInCharge(ctx context.Context, p *plan, ds domains, tx Tran
 			return nil, fmt.Sprintf("il destinatario %s non è tra quelli della busta / %s is not among the envelope's recipients", r, r), nil
 		}
 	}
+	// A busta sent again (the sending gestore did not see our 250) is
+	// acknowledged, not delivered nor receipted a second time.
+	var fresh []string
+	for _, r := range tx.Recipients {
+		seen, err := g.Store.AlreadyReceived(ctx, in.Identificativo, r)
+		if err != nil {
+			return nil, "", unavailable("looking up received bustas", err)
+		}
+		if !seen {
+			fresh = append(fresh, r)
+		}
+	}
+	if len(fresh) == 0 {
+		return &Outcome{ID: in.Identificativo, Summary: "busta already taken in charge for every recipient: acknowledged again"}, "", nil
+	}
+	tx.Recipients = fresh
+	for _, r := range fresh {
+		p.batch.Track = append(p.batch.Track, storage.Track{Op: storage.TrackReceived, MsgID: in.Identificativo, Recipient: r, At: at.Unix()})
+	}
 	orig := readOriginal(postacert)
 	orig.msgID = in.MsgID
 	if t := strings.ToLower(in.Ricevuta); t == "breve" || t == "sintetica" || t == "completa" {

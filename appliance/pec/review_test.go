@@ -407,3 +407,24 @@ func TestServerNoticesForAUserAreAnAnomalia(t *testing.T) {
 	}
 	t.Fatal("B queued no presa in carico")
 }
+
+// TestABustaSentAgainIsAcknowledgedOnce: a sending gestore that did not see
+// our 250 sends the same busta again; it gets 250, and the recipient one
+// copy, the sender one consegna.
+func TestABustaSentAgainIsAcknowledgedOnce(t *testing.T) {
+	a, b := twoSites(t)
+	_, busta := sendToB(t, a, "Due volte")
+	tx := Transaction{Sender: "alice@a.test", Recipients: []string{"bob@b.test"}, Data: busta, Inbound: true, TLS: true}
+	b.run(false, tx)
+	queued := len(b.queued())
+	again := b.run(false, tx)
+	if again.Reply != nil || again.Batch != nil {
+		t.Fatalf("the busta sent again: %+v", again)
+	}
+	if n := len(b.inbox("bob@b.test")); n != 1 {
+		t.Fatalf("bob has %d copies", n)
+	}
+	if n := len(b.queued()); n != queued {
+		t.Fatalf("receipts queued: %d, then %d", queued, n)
+	}
+}
