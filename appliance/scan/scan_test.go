@@ -44,6 +44,7 @@ func TestClamdFindsEICARAndPassesCleanMail(t *testing.T) {
 		if err != nil || !v.Infected || v.Virus != apptest.EICARSignature {
 			t.Fatalf("%s: EICAR: %+v, %v", addr, v, err)
 		}
+		found := v.Virus
 		v, err = s.Scan(context.Background(), clean())
 		if err != nil || v.Infected || v.Skipped != "" || v.Header() != "" {
 			t.Fatalf("%s: clean message: %+v, %v", addr, v, err)
@@ -55,7 +56,7 @@ func TestClamdFindsEICARAndPassesCleanMail(t *testing.T) {
 		if st := s.Status(); !st.OK {
 			t.Fatalf("status %+v", st)
 		}
-		t.Logf("%s: %s; EICAR found as %s", addr, ver, v.Virus)
+		t.Logf("%s: %s; EICAR found as %s", addr, ver, found)
 	}
 }
 
