@@ -14,6 +14,7 @@
 //	sigillo scan status
 //	sigillo cert status
 //	sigillo ca export
+//	sigillo bench [--scenario smtp,deliver,imap,pop3,pec|all] [--server NAME] [--host H] [--json] ...
 //	sigillo version
 //
 // Every subcommand takes --config FILE; all but serve talk to the running
@@ -46,6 +47,7 @@ import (
 	"sigillo/appliance/control"
 	"sigillo/appliance/devtoken"
 	"sigillo/appliance/legallog"
+	"sigillo/appliance/loadgen"
 	"sigillo/appliance/pecdir"
 	"sigillo/appliance/peclog"
 	"sigillo/appliance/pecverify"
@@ -67,6 +69,7 @@ const usage = `usage:
   sigillo scan status
   sigillo cert status
   sigillo ca export
+  sigillo bench [--scenario smtp,deliver,imap,pop3,pec|all] [--user PATTERN --password P] ... (sigillo bench -h)
   sigillo version
 every subcommand takes --config FILE (default: the embedded configuration)`
 
@@ -140,6 +143,9 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	case "pec":
 		// Works on files alone: no configuration, no running server.
 		return pecCmd(rest, stdout)
+	case "bench":
+		// A client of any mail server: no configuration, no control socket.
+		return benchCmd(rest, stdout, stderr)
 	}
 	switch cmd {
 	case "serve", "domain", "mailbox", "queue", "ca", "gestore", "directory", "log", "scan", "cert":
@@ -716,4 +722,156 @@ func useDevToken(cfg *config.Config, initKey bool) error {
 		slog.Warn("PEC gestore key in the development SoftHSM2 token under data_dir: not for production", "token", tok.Dir)
 	}
 	return nil
+}
+
+// benchCmd is `sigillo bench`: the load generator of appliance/loadgen
+// against any SMTP/IMAP/POP3 server (this one, or Postfix and Dovecot).
+func benchCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	scenarios := fs.String("scenario", "smtp", "scenarios, comma-separated: smtp,deliver,imap,pop3,pec or all")
+	var o loadgen.Options
+	fs.StringVar(&o.Server, "server", "server", "label printed in every result")
+	fs.StringVar(&o.Host, "host", "127.0.0.1", "server address")
+	tlsModes := map[string]*string{}
+	for _, svc := range []struct {
+		name string
+		port *int
+	}{{"smtp", &o.SMTP.Port}, {"imap", &o.IMAP.Port}, {"pop3", &o.POP3.Port}} {
+		fs.IntVar(svc.port, svc.name+"-port", 0, svc.name+" port (default: the standard one for the TLS mode)")
+		tlsModes[svc.name] = fs.String(svc.name+"-tls", "implicit", svc.name+" security: implicit, starttls or none")
+	}
+	ca := fs.String("ca", "", "PEM file of the CA that signed the server's certificate (default: the system roots)")
+	insecure := fs.Bool("insecure", false, "do not check the server's certificate")
+	user := fs.String("user", "", `mailbox address, or a pattern with %d: "bench%d@bench.test" (1..--users)`)
+	users := fs.Int("users", 1, "number of mailboxes from the --user pattern (with --users-file: the first N)")
+	password := fs.String("password", "", "password of every mailbox")
+	usersFile := fs.String("users-file", "", `file of "address password" lines`)
+	fs.IntVar(&o.Concurrency, "concurrency", 8, "workers, each with its own connections")
+	size := fs.String("size", "", "message size: 1024, 10k, 1m (default 1024)")
+	sizes := fs.String("sizes", "", `message size mix by weight: "1k:80,10k:15,100k:5"`)
+	fs.DurationVar(&o.Duration, "duration", 0, "length of each scenario (default 10s)")
+	fs.IntVar(&o.Count, "count", 0, "operations per scenario, instead of --duration")
+	fs.IntVar(&o.MailboxMessages, "mailbox-messages", 1000, "imap, pop3: messages each INBOX holds (filled over SMTP first)")
+	fs.StringVar(&o.PECFrom, "pec-from", "", "pec: the sender (a mailbox of a PEC domain)")
+	fs.StringVar(&o.PECTo, "pec-to", "", "pec: the recipient")
+	asJSON := fs.Bool("json", false, "one JSON object per scenario, one per line")
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, "usage: sigillo bench [flags]")
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench: unexpected argument %q (every setting is a flag; sigillo bench -h lists them)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if o.Scenarios, err = loadgen.ParseScenarios(*scenarios); err != nil {
+		return fmt.Errorf("bench: --scenario: %v", err)
+	}
+	for svc, mode := range map[string]*loadgen.TLSMode{"smtp": &o.SMTP.TLS, "imap": &o.IMAP.TLS, "pop3": &o.POP3.TLS} {
+		if *mode, err = loadgen.ParseTLSMode(*tlsModes[svc]); err != nil {
+			return fmt.Errorf("bench: --%s-tls: %v", svc, err)
+		}
+	}
+	if o.TLSConfig, err = loadgen.TLSConfig(*ca, *insecure); err != nil {
+		return fmt.Errorf("bench: %v", err)
+	}
+	switch {
+	case set["size"] && set["sizes"]:
+		return errors.New("bench: give --size or --sizes, not both")
+	case set["sizes"]:
+		o.Sizes, err = loadgen.ParseSizes(*sizes)
+	case set["size"]:
+		var n int
+		n, err = loadgen.ParseSize(*size)
+		o.Sizes = loadgen.SizeMix{{Size: n, Weight: 1}}
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %v", err)
+	}
+	if set["duration"] && set["count"] {
+		return errors.New("bench: give --duration or --count, not both")
+	}
+	if (set["duration"] && o.Duration <= 0) || (set["count"] && o.Count <= 0) {
+		return errors.New("bench: --duration and --count must be positive")
+	}
+	if set["concurrency"] && o.Concurrency <= 0 {
+		return errors.New("bench: --concurrency must be positive")
+	}
+	if set["mailbox-messages"] && o.MailboxMessages <= 0 {
+		return errors.New("bench: --mailbox-messages must be positive")
+	}
+	onlyPEC := !slices.ContainsFunc(o.Scenarios, func(s string) bool { return s != "pec" })
+	switch {
+	case *usersFile != "" && (*user != "" || *password != ""):
+		return errors.New("bench: give --users-file, or --user and --password, not both")
+	case *usersFile != "":
+		if o.Users, err = loadgen.ReadUsersFile(*usersFile); err != nil {
+			return fmt.Errorf("bench: --users-file: %v", err)
+		}
+		if set["users"] {
+			if *users < 1 || *users > len(o.Users) {
+				return fmt.Errorf("bench: --users %d, but %s has %d users", *users, *usersFile, len(o.Users))
+			}
+			o.Users = o.Users[:*users]
+		}
+		for _, u := range o.Users {
+			if strings.EqualFold(u.Address, o.PECFrom) {
+				o.PECPassword = u.Password
+			}
+		}
+	case *user != "" || !onlyPEC:
+		if o.Users, err = loadgen.ExpandUsers(*user, *users, *password); err != nil {
+			return fmt.Errorf("bench: %v", err)
+		}
+		if *password == "" {
+			return errors.New("bench: --password is required with --user")
+		}
+		o.PECPassword = *password
+	default:
+		o.PECPassword = *password
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	o.Log = stderr
+	if f, ok := stderr.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			o.Progress = stderr
+		}
+	}
+	results, err := loadgen.Run(ctx, o)
+	if results == nil && err != nil && ctx.Err() == nil {
+		return fmt.Errorf("bench: %v", err) // the options, before anything ran
+	}
+	if *asJSON {
+		loadgen.WriteJSON(stdout, results)
+	} else {
+		loadgen.WriteTable(stdout, results)
+	}
+	if ctx.Err() != nil {
+		return errors.New("bench: interrupted")
+	}
+	for _, r := range results {
+		if r.Error != "" || (r.Count == 0 && r.Errors > 0) {
+			return fmt.Errorf("bench: %s against %s did not run: %s", r.Scenario, r.Server, firstNonEmpty(r.Error, r.FirstErrors...))
+		}
+	}
+	return nil
+}
+
+func firstNonEmpty(s string, more ...string) string {
+	for _, x := range append([]string{s}, more...) {
+		if x != "" {
+			return x
+		}
+	}
+	return "every operation failed"
 }
