@@ -112,8 +112,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 	}
 
-	needContent := options.Envelope || options.BodyStructure != nil || len(options.BodySection) > 0 ||
+	needContent := options.BodyStructure != nil || len(options.BodySection) > 0 ||
 		len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0
+	// ENVELOPE alone needs only the header section, cached by hash.
+	headerOnly := options.Envelope && !needContent
 	for _, m := range msgs {
 		seq := v.seqOf(m.UID)
 		if seq == 0 {
@@ -124,6 +126,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			content, err = s.srv.Store.Content(s.ctx, m.SHA256)
 			if err != nil {
 				return s.fail("fetch content", err)
+			}
+		} else if headerOnly {
+			if content, err = s.header(m); err != nil {
+				return s.fail("fetch header", err)
 			}
 		}
 		rw := w.CreateMessage(seq)

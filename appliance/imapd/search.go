@@ -131,11 +131,10 @@ func (c *candidate) load() ([]byte, error) {
 
 func (c *candidate) mailHeader() (*mail.Header, error) {
 	if c.header == nil {
-		content, err := c.load()
+		raw, err := c.s.header(c.m)
 		if err != nil {
 			return nil, err
 		}
-		raw, _ := splitMessage(content)
 		c.header = &mail.Header{Header: gomessage.Header{Header: readHeader(raw)}}
 	}
 	return c.header, nil

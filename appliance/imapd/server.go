@@ -73,6 +73,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
 	active    sync.WaitGroup // one per live session
+	headers   headerCache    // header sections by content hash
 }
 
 // DefaultMaxMessageBytes is the APPEND limit when MaxMessageBytes is 0.
