@@ -5,7 +5,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X sigillo/appliance.Version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build run test check bench fuzz clean
+.PHONY: build run test check bench bench-baseline fuzz clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
@@ -21,8 +21,16 @@ check:
 test: check
 	$(GO) test -race -timeout 15m ./...
 
+# bench: `sigillo bench` against a fresh Sigillo (testdata/bench/sigillo.sh),
+# then the Go benchmarks of bench_test.go.
 bench:
+	GO=$(GO) bash testdata/bench/sigillo.sh
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m .
+
+# bench-baseline: the same load against a private Postfix + Dovecot and
+# against Sigillo, side by side (root; installs postfix and dovecot if missing).
+bench-baseline:
+	GO=$(GO) bash testdata/bench/baseline.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./storage/
