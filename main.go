@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -213,6 +214,19 @@ func serve(cfg config.Config, stdout, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGILLO_CPUPROFILE=FILE: a CPU profile of the whole run, for
+	// `go tool pprof` (how the benchmark's figures were explained).
+	if path := os.Getenv("SIGILLO_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("SIGILLO_CPUPROFILE: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("SIGILLO_CPUPROFILE: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return appliance.Run(ctx, cfg, appliance.Options{Logger: logger, Out: stdout})
 }
 

@@ -31,6 +31,26 @@ func (s *Store) Domains(ctx context.Context) ([]Domain, error) {
 	return out, rows.Err()
 }
 
+// DomainKinds maps every hosted domain to whether it is a PEC domain: what
+// the PEC gestore asks at every RCPT, without Domains' mailbox counts.
+func (s *Store) DomainKinds(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT name, pec FROM domains")
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var pec bool
+		if err := rows.Scan(&name, &pec); err != nil {
+			return nil, fmt.Errorf("list domains: %w", err)
+		}
+		out[name] = pec
+	}
+	return out, rows.Err()
+}
+
 // IsLocalDomain reports whether domain is hosted here.
 func (s *Store) IsLocalDomain(ctx context.Context, domain string) (bool, error) {
 	var n int

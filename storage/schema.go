@@ -77,4 +77,7 @@ CREATE TABLE kv (
 	pecTrackSchema,    // 4: TLS-only queue items, tracking of sent bustas (pecbatch.go)
 	virusStoreSchema,  // 5: infected messages kept apart (virusstore.go)
 	pecReceivedSchema, // 6: bustas taken in charge, against duplicates (pecbatch.go)
+	// 7: the changes of a folder since a modseq (IMAP sessions catching
+	// up after each command) without reading the whole folder.
+	`CREATE INDEX messages_modseq ON messages(folder_id, modseq);`,
 }

@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"sync"
 
+	"github.com/emersion/go-message/textproto"
+
 	"sigillo/storage"
 )
 
@@ -23,21 +25,22 @@ type headerCache struct {
 }
 
 type headerEntry struct {
-	sha string
-	hdr []byte
+	sha    string
+	hdr    []byte
+	parsed textproto.Header // read only: shared by every session
 }
 
-func (c *headerCache) get(sha string) ([]byte, bool) {
+func (c *headerCache) get(sha string) (headerEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.byKey[sha]; ok {
 		c.order.MoveToFront(e)
-		return e.Value.(headerEntry).hdr, true
+		return e.Value.(headerEntry), true
 	}
-	return nil, false
+	return headerEntry{}, false
 }
 
-func (c *headerCache) put(sha string, hdr []byte) {
+func (c *headerCache) put(sha string, hdr []byte, parsed textproto.Header) {
 	if len(hdr) > headerCacheBytes/64 {
 		return // an absurd header is not worth a sixty-fourth of the cache
 	}
@@ -49,29 +52,108 @@ func (c *headerCache) put(sha string, hdr []byte) {
 	if _, ok := c.byKey[sha]; ok {
 		return
 	}
-	c.byKey[sha] = c.order.PushFront(headerEntry{sha, hdr})
-	c.size += len(hdr) + len(sha)
+	c.byKey[sha] = c.order.PushFront(headerEntry{sha, hdr, parsed})
+	// The parsed form takes about twice the raw bytes.
+	c.size += 3*len(hdr) + len(sha)
 	for c.size > headerCacheBytes {
 		old := c.order.Back()
 		e := old.Value.(headerEntry)
 		c.order.Remove(old)
 		delete(c.byKey, e.sha)
-		c.size -= len(e.hdr) + len(e.sha)
+		c.size -= 3*len(e.hdr) + len(e.sha)
 	}
 }
 
 // header returns the header section of m (with the empty line that ends
-// it), from the cache or from the store.
-func (s *session) header(m storage.Message) ([]byte, error) {
-	if h, ok := s.srv.headers.get(m.SHA256); ok {
-		return h, nil
+// it) and its parsed fields, from the cache or from the store. The parsed
+// header is shared: callers only read it.
+func (s *session) header(m storage.Message) ([]byte, textproto.Header, error) {
+	if e, ok := s.srv.headers.get(m.SHA256); ok {
+		return e.hdr, e.parsed, nil
 	}
 	content, err := s.srv.Store.Content(s.ctx, m.SHA256)
 	if err != nil {
-		return nil, err
+		return nil, textproto.Header{}, err
 	}
 	h, _ := splitMessage(content)
 	h = append([]byte(nil), h...) // not the whole content's array
-	s.srv.headers.put(m.SHA256, h)
-	return h, nil
+	parsed := readHeader(h)
+	s.srv.headers.put(m.SHA256, h, parsed)
+	return h, parsed, nil
+}
+
+// folderCacheRows bounds the message rows kept by folderCache (about
+// 40 MB).
+const folderCacheRows = 200_000
+
+// folderCache keeps the message rows of recently read folders at their
+// highest modseq. Every change to a folder (a message in or out, a flag)
+// raises its modseq, and a folder made again gets a new UIDVALIDITY, so
+// rows cached under (id, UIDVALIDITY, modseq) are exactly the folder's.
+// SELECT and SEARCH read these instead of the whole folder from the store.
+type folderCache struct {
+	mu      sync.Mutex
+	rows    int
+	entries map[int64]folderEntry
+}
+
+type folderEntry struct {
+	validity uint32
+	modseq   uint64
+	msgs     []storage.Message // read only: shared by every session
+}
+
+func (c *folderCache) get(f storage.Folder) ([]storage.Message, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[f.ID]
+	if !ok || e.validity != f.UIDValidity || e.modseq != f.HighestModSeq {
+		return nil, false
+	}
+	return e.msgs, true
+}
+
+func (c *folderCache) put(f storage.Folder, msgs []storage.Message) {
+	if len(msgs) > folderCacheRows/4 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[int64]folderEntry{}
+	}
+	if old, ok := c.entries[f.ID]; ok {
+		if old.modseq > f.HighestModSeq {
+			return // a slower reader of an older state
+		}
+		c.rows -= len(old.msgs)
+	}
+	for id, e := range c.entries {
+		if c.rows+len(msgs) <= folderCacheRows {
+			break
+		}
+		c.rows -= len(e.msgs)
+		delete(c.entries, id)
+	}
+	c.entries[f.ID] = folderEntry{f.UIDValidity, f.HighestModSeq, msgs}
+	c.rows += len(msgs)
+}
+
+// messages returns the messages of f, whose row the caller has just read
+// (its modseq says which state is wanted), from the cache or the store.
+// The slice is shared: callers only read it.
+func (s *session) messages(f storage.Folder) ([]storage.Message, error) {
+	if msgs, ok := s.srv.folders.get(f); ok {
+		return msgs, nil
+	}
+	msgs, err := s.srv.Store.Messages(s.ctx, f.ID)
+	if err != nil {
+		return nil, err
+	}
+	// The rows may be newer than f (a delivery in between): cache them
+	// under the folder's modseq as it is now only if it is still f's.
+	if now, err := s.srv.Store.FolderByID(s.ctx, f.ID); err == nil && now.HighestModSeq == f.HighestModSeq && now.UIDValidity == f.UIDValidity {
+		s.srv.folders.put(f, msgs)
+	}
+	return msgs, nil
 }

@@ -3,15 +3,17 @@ package imapd
 import (
 	"fmt"
 	"testing"
+
+	"github.com/emersion/go-message/textproto"
 )
 
 func TestTheHeaderCacheStaysWithinItsBoundAndKeepsWhatIsUsed(t *testing.T) {
 	var c headerCache
 	hdr := make([]byte, 4096)
-	c.put("first", hdr)
-	n := headerCacheBytes/len(hdr) + 100
+	c.put("first", hdr, textproto.Header{})
+	n := headerCacheBytes/(3*len(hdr)) + 100
 	for i := range n {
-		c.put(fmt.Sprintf("sha%06d", i), hdr)
+		c.put(fmt.Sprintf("sha%06d", i), hdr, textproto.Header{})
 		if i%100 == 0 {
 			if _, ok := c.get("first"); !ok {
 				t.Fatalf("the entry used all along was evicted after %d puts", i)
@@ -24,7 +26,7 @@ func TestTheHeaderCacheStaysWithinItsBoundAndKeepsWhatIsUsed(t *testing.T) {
 	if _, ok := c.get("sha000000"); ok {
 		t.Fatal("the oldest unused entry is still there")
 	}
-	c.put("huge", make([]byte, headerCacheBytes))
+	c.put("huge", make([]byte, headerCacheBytes), textproto.Header{})
 	if _, ok := c.get("huge"); ok {
 		t.Fatal("an absurd header was cached")
 	}

@@ -128,7 +128,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 				return s.fail("fetch content", err)
 			}
 		} else if headerOnly {
-			if content, err = s.header(m); err != nil {
+			if content, _, err = s.header(m); err != nil {
 				return s.fail("fetch header", err)
 			}
 		}

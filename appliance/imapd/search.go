@@ -25,7 +25,11 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := s.srv.Store.Messages(s.ctx, v.folder.ID)
+	f, err := s.srv.Store.FolderByID(s.ctx, v.folder.ID)
+	if err != nil {
+		return nil, s.fail("search", err)
+	}
+	msgs, err := s.messages(f)
 	if err != nil {
 		return nil, s.fail("search", err)
 	}
@@ -131,11 +135,11 @@ func (c *candidate) load() ([]byte, error) {
 
 func (c *candidate) mailHeader() (*mail.Header, error) {
 	if c.header == nil {
-		raw, err := c.s.header(c.m)
+		_, parsed, err := c.s.header(c.m)
 		if err != nil {
 			return nil, err
 		}
-		c.header = &mail.Header{Header: gomessage.Header{Header: readHeader(raw)}}
+		c.header = &mail.Header{Header: gomessage.Header{Header: parsed}}
 	}
 	return c.header, nil
 }

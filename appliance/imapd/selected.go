@@ -158,7 +158,7 @@ func (s *session) Select(mailbox string, options *imap.SelectOptions) (*imap.Sel
 	}
 	// Watch before reading, so that no change after the read is missed.
 	watch, unwatch := s.srv.Store.Watch(f.MailboxID)
-	msgs, err := s.srv.Store.Messages(s.ctx, f.ID)
+	msgs, err := s.messages(f)
 	if err != nil {
 		unwatch()
 		return nil, s.fail("list messages", err)

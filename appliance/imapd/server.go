@@ -74,6 +74,7 @@ type Server struct {
 	sessions  map[*session]struct{}
 	active    sync.WaitGroup // one per live session
 	headers   headerCache    // header sections by content hash
+	folders   folderCache    // message rows by folder and modseq
 }
 
 // DefaultMaxMessageBytes is the APPEND limit when MaxMessageBytes is 0.

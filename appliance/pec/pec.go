@@ -51,7 +51,7 @@ const DirectoryKey = "pec/directory.ldif"
 // Store is what the gestore reads from the replicated state.
 type Store interface {
 	MailboxByAddress(ctx context.Context, address string) (storage.Mailbox, error)
-	Domains(ctx context.Context) ([]storage.Domain, error)
+	DomainKinds(ctx context.Context) (map[string]bool, error)
 	KV(ctx context.Context, key string) ([]byte, error)
 	// TrackedMessage is the tracking of a busta we sent to other
 	// gestori, one entry per recipient.
@@ -194,15 +194,11 @@ type domains struct {
 }
 
 func (g *Gestore) domains(ctx context.Context) (domains, error) {
-	ds, err := g.Store.Domains(ctx)
+	ds, err := g.Store.DomainKinds(ctx)
 	if err != nil {
 		return domains{}, unavailable("listing domains", err)
 	}
-	out := domains{hosted: map[string]bool{}}
-	for _, d := range ds {
-		out.hosted[d.Name] = d.PEC
-	}
-	return out, nil
+	return domains{hosted: ds}, nil
 }
 
 func domainOf(addr string) string {
