@@ -43,6 +43,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime 30s ./appliance/peclog/
 	$(GO) test -run '^$$' -fuzz FuzzTransform -fuzztime 30s ./appliance/pecbreve/
 	$(GO) test -run '^$$' -fuzz FuzzOriginal -fuzztime 30s ./appliance/pec/
+	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime 30s ./appliance/pec/
+	$(GO) test -run '^$$' -fuzz FuzzSubmit -fuzztime 30s ./appliance/pec/
 
 clean:
 	rm -rf bin
