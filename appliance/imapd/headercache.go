@@ -9,9 +9,9 @@ import (
 	"sigillo/storage"
 )
 
-// headerCacheBytes bounds the header sections kept in memory (about 10,000
-// messages' headers).
-const headerCacheBytes = 16 << 20
+// headerCacheBytes bounds the memory of the header sections kept, raw and
+// parsed (about 20,000 messages' headers).
+const headerCacheBytes = 48 << 20
 
 // headerCache keeps the header section of recently read messages by
 // content hash: content never changes under its hash, so an entry is never
@@ -53,16 +53,19 @@ func (c *headerCache) put(sha string, hdr []byte, parsed textproto.Header) {
 		return
 	}
 	c.byKey[sha] = c.order.PushFront(headerEntry{sha, hdr, parsed})
-	// The parsed form takes about twice the raw bytes.
-	c.size += 3*len(hdr) + len(sha)
+	// The parsed form (a map, and a struct per field) takes about seven
+	// times the raw bytes.
+	c.size += entryCost(hdr, sha)
 	for c.size > headerCacheBytes {
 		old := c.order.Back()
 		e := old.Value.(headerEntry)
 		c.order.Remove(old)
 		delete(c.byKey, e.sha)
-		c.size -= 3*len(e.hdr) + len(e.sha)
+		c.size -= entryCost(e.hdr, e.sha)
 	}
 }
+
+func entryCost(hdr []byte, sha string) int { return 8*len(hdr) + len(sha) + 64 }
 
 // header returns the header section of m (with the empty line that ends
 // it) and its parsed fields, from the cache or from the store. The parsed

@@ -11,7 +11,7 @@ func TestTheHeaderCacheStaysWithinItsBoundAndKeepsWhatIsUsed(t *testing.T) {
 	var c headerCache
 	hdr := make([]byte, 4096)
 	c.put("first", hdr, textproto.Header{})
-	n := headerCacheBytes/(3*len(hdr)) + 100
+	n := headerCacheBytes/entryCost(hdr, "sha000000") + 100
 	for i := range n {
 		c.put(fmt.Sprintf("sha%06d", i), hdr, textproto.Header{})
 		if i%100 == 0 {
