@@ -30,6 +30,7 @@ func TestTheFolderCacheAlwaysGivesTheFolderAsItIs(t *testing.T) {
 	s := &session{srv: &Server{Store: st}, ctx: ctx}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var uids []uint32
+	caughtUp := 0
 	for step := range 400 {
 		switch r := rng.IntN(10); {
 		case r < 5 || len(uids) == 0:
@@ -48,6 +49,9 @@ func TestTheFolderCacheAlwaysGivesTheFolderAsItIs(t *testing.T) {
 			continue // not read after every step: catching up over several
 		}
 		f, _ := st.FolderByID(ctx, inbox.ID)
+		if _, ok, older := s.srv.folders.get(f); !ok && older != nil {
+			caughtUp++
+		}
 		got, err := s.messages(f)
 		if err != nil {
 			t.Fatal(err)
@@ -57,4 +61,8 @@ func TestTheFolderCacheAlwaysGivesTheFolderAsItIs(t *testing.T) {
 			t.Fatalf("step %d: %d cached rows, %d in the store", step, len(got), len(want))
 		}
 	}
+	if caughtUp < 100 {
+		t.Fatalf("only %d reads caught up from an older state", caughtUp)
+	}
+	t.Logf("%d reads caught up from an older state", caughtUp)
 }

@@ -106,14 +106,19 @@ type folderEntry struct {
 	msgs     []storage.Message // read only: shared by every session
 }
 
-func (c *folderCache) get(f storage.Folder) ([]storage.Message, bool) {
+// get returns the rows of f at its modseq, or else (ok false) the rows of
+// an older state of the same folder, if any (older nil otherwise).
+func (c *folderCache) get(f storage.Folder) (msgs []storage.Message, ok bool, older *folderEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.entries[f.ID]
-	if !ok || e.validity != f.UIDValidity || e.modseq != f.HighestModSeq {
-		return nil, false
+	e, found := c.entries[f.ID]
+	switch {
+	case !found || e.validity != f.UIDValidity || e.modseq > f.HighestModSeq:
+		return nil, false, nil
+	case e.modseq == f.HighestModSeq:
+		return e.msgs, true, nil
 	}
-	return e.msgs, true
+	return nil, false, &e
 }
 
 func (c *folderCache) put(f storage.Folder, msgs []storage.Message) {
@@ -146,12 +151,21 @@ func (c *folderCache) put(f storage.Folder, msgs []storage.Message) {
 // (its modseq says which state is wanted), from the cache or the store.
 // The slice is shared: callers only read it.
 func (s *session) messages(f storage.Folder) ([]storage.Message, error) {
-	if msgs, ok := s.srv.folders.get(f); ok {
-		return msgs, nil
+	cached, ok, older := s.srv.folders.get(f)
+	if ok {
+		return cached, nil
 	}
-	msgs, err := s.srv.Store.Messages(s.ctx, f.ID)
-	if err != nil {
-		return nil, err
+	var msgs []storage.Message
+	if older != nil {
+		// An older state is cached: bring it up to date with the rows
+		// changed since (indexed by modseq) and the UIDs still there.
+		msgs = s.catchUp(f, older)
+	}
+	if msgs == nil {
+		var err error
+		if msgs, err = s.srv.Store.Messages(s.ctx, f.ID); err != nil {
+			return nil, err
+		}
 	}
 	// The rows may be newer than f (a delivery in between): cache them
 	// under the folder's modseq as it is now only if it is still f's.
@@ -159,4 +173,37 @@ func (s *session) messages(f storage.Folder) ([]storage.Message, error) {
 		s.srv.folders.put(f, msgs)
 	}
 	return msgs, nil
+}
+
+// catchUp derives the rows of f from an older cached state; nil when the
+// reads do not fit together (a change in between): then read them all.
+func (s *session) catchUp(f storage.Folder, older *folderEntry) []storage.Message {
+	uids, err := s.srv.Store.FolderUIDs(s.ctx, f.ID)
+	if err != nil {
+		return nil
+	}
+	changed, err := s.srv.Store.ChangedSince(s.ctx, f.ID, older.modseq)
+	if err != nil {
+		return nil
+	}
+	byUID := make(map[uint32]storage.Message, len(changed))
+	for _, m := range changed {
+		byUID[m.UID] = m
+	}
+	out := make([]storage.Message, 0, len(uids))
+	i := 0
+	for _, uid := range uids {
+		if m, ok := byUID[uid]; ok {
+			out = append(out, m)
+			continue
+		}
+		for i < len(older.msgs) && older.msgs[i].UID < uid {
+			i++
+		}
+		if i == len(older.msgs) || older.msgs[i].UID != uid {
+			return nil // a message neither old nor changed: read it all
+		}
+		out = append(out, older.msgs[i])
+	}
+	return out
 }
