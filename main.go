@@ -769,6 +769,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.MailboxMessages, "mailbox-messages", 1000, "imap, pop3: messages each INBOX holds (filled over SMTP first)")
 	fs.StringVar(&o.PECFrom, "pec-from", "", "pec: the sender (a mailbox of a PEC domain)")
 	fs.StringVar(&o.PECTo, "pec-to", "", "pec: the recipient")
+	fs.BoolVar(&o.Poll, "poll", false, "deliver, pec: watch the INBOX with NOOP every 10 ms, not IDLE")
 	asJSON := fs.Bool("json", false, "one JSON object per scenario, one per line")
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {

@@ -81,6 +81,10 @@ type Options struct {
 	// MailboxMessages is what the imap and pop3 scenarios need in each
 	// user's INBOX; missing messages are sent over SMTP first. Default 1000.
 	MailboxMessages int
+	// Poll makes the deliver and pec watchers send NOOP every 10 ms
+	// instead of waiting in IDLE (a server may delay IDLE notices: Dovecot
+	// by 500 ms), so that the latency is the server's delivery.
+	Poll bool
 	// PECFrom submits the pec scenario's messages (with PECPassword) to
 	// PECTo.
 	PECFrom, PECPassword, PECTo string

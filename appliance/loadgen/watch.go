@@ -120,7 +120,7 @@ func (w *watcher) session(ctx context.Context) error {
 	} else if err := w.fetchNew(c); err != nil {
 		return err
 	}
-	idle := c.Caps().Has(imap.CapIdle)
+	idle := c.Caps().Has(imap.CapIdle) && !w.r.o.Poll
 	for {
 		if idle {
 			cmd, err := c.Idle()

@@ -216,6 +216,11 @@ run_bench() {
 	case $scenario in
 	imap | pop3) users=(--users-file "$BENCH_READERS_FILE") ;;
 	pec) users=(--password "$BENCH_PASSWORD") ;;
+	deliver)
+		# NOOP polling, not IDLE: Dovecot delays IDLE notices by 500 ms,
+		# which would measure that delay rather than delivery.
+		users+=(--poll)
+		;;
 	esac
 	if ! "$SIGILLO" bench --scenario "$scenario" --server "$server" --host 127.0.0.1 \
 		"${users[@]}" --concurrency "$BENCH_CONCURRENCY" "${sizes[@]}" \
