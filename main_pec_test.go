@@ -88,15 +88,21 @@ func newPECWorld(t testing.TB, extra ...string) *pecWorld {
 		}
 		return b.String()
 	}
-	w.a.extra += routes(w.b, "b.test", "plain.test")
-	w.b.extra += routes(w.a, "a.test")
-	for i, in := range []*instance{w.a, w.b} {
-		if i < len(extra) {
-			in.extra += extra[i]
+	baseA, baseB := w.a.extra, w.b.extra
+	routedTo := map[*instance]int{} // the peer's smtp port each config routes to
+	configure := func() {
+		w.a.extra = baseA + routes(w.b, "b.test", "plain.test")
+		w.b.extra = baseB + routes(w.a, "a.test")
+		for i, in := range []*instance{w.a, w.b} {
+			if i < len(extra) {
+				in.extra += extra[i]
+			}
 		}
+		w.a.saveConfig()
+		w.b.saveConfig()
+		routedTo[w.a], routedTo[w.b] = w.b.ports["smtp"], w.a.ports["smtp"]
 	}
-	w.a.saveConfig()
-	w.b.saveConfig()
+	configure()
 	for _, in := range []*instance{w.a, w.b} {
 		in.cli("", "gestore", "init")
 	}
@@ -108,6 +114,19 @@ func newPECWorld(t testing.TB, extra ...string) *pecWorld {
 	os.WriteFile(w.certs, []byte(w.a.cli("", "gestore", "cert")+w.b.cli("", "gestore", "cert")), 0o600)
 	w.a.start()
 	w.b.start()
+	// start picks new ports when one was taken meanwhile: then the
+	// other's route is stale, so both are configured and started again.
+	for try := 0; routedTo[w.a] != w.b.ports["smtp"] || routedTo[w.b] != w.a.ports["smtp"]; try++ {
+		if try == 3 {
+			t.Fatal("the two gestori's routes keep going stale")
+		}
+		t.Logf("a port changed at start; routing the gestori to each other again")
+		w.a.stop(syscall.SIGTERM)
+		w.b.stop(syscall.SIGTERM)
+		configure()
+		w.a.start()
+		w.b.start()
+	}
 
 	w.a.cli("", "domain", "add", "a.test", "--pec")
 	w.b.cli("", "domain", "add", "b.test", "--pec")
