@@ -44,6 +44,10 @@ CREATE TABLE pec_received (
 CREATE INDEX pec_received_at ON pec_received(at);
 `
 
+// pecTrackDetailSchema is migration 8: what the 12 h / 24 h notices need
+// from the busta besides its tracking (recipients, Reply-To).
+const pecTrackDetailSchema = `ALTER TABLE pec_track ADD COLUMN detail TEXT NOT NULL DEFAULT '';`
+
 // Batch applies what one PEC transaction produces as a single unit: the
 // messages it stores or queues, the events it adds to the legal log, and
 // the changes to the tracking of sent bustas. Either all of it is applied
@@ -173,6 +177,9 @@ type Track struct {
 	Sender    string `json:"sender,omitempty"`
 	Subject   string `json:"subject,omitempty"`
 	OrigMsgID string `json:"orig_msgid,omitempty"`
+	// Detail is what else the notices need from the busta (its
+	// recipients and Reply-To, for their daticert), opaque here.
+	Detail string `json:"detail,omitempty"`
 }
 
 func (tr Track) apply(t *txn) error {
@@ -193,8 +200,8 @@ func (tr Track) apply(t *txn) error {
 		}
 		return nil
 	case TrackSent:
-		_, err := t.exec(`INSERT INTO pec_track(msgid, recipient, sender, subject, orig_msgid, sent_at) VALUES(?, ?, ?, ?, ?, ?)
-			ON CONFLICT(msgid, recipient) DO NOTHING`, tr.MsgID, rcpt, tr.Sender, tr.Subject, tr.OrigMsgID, tr.At)
+		_, err := t.exec(`INSERT INTO pec_track(msgid, recipient, sender, subject, orig_msgid, sent_at, detail) VALUES(?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT(msgid, recipient) DO NOTHING`, tr.MsgID, rcpt, tr.Sender, tr.Subject, tr.OrigMsgID, tr.At, tr.Detail)
 		return err
 	case TrackPresa:
 		q = "UPDATE pec_track SET presa_at=? WHERE msgid=? AND recipient=? AND presa_at IS NULL"
@@ -247,6 +254,7 @@ func (c *ForgetTracking) apply(t *txn) (any, error) {
 // Tracked is the state of one sent busta for one recipient.
 type Tracked struct {
 	MsgID, Recipient, Sender, Subject, OrigMsgID string
+	Detail                                       string
 	SentAt                                       time.Time
 	Presa, Consegna, Warned12, Warned24          bool
 }
@@ -255,7 +263,7 @@ type Tracked struct {
 // sent at least after12 ago with neither presa in carico, consegna nor 12 h
 // notice, or at least after24 ago with neither consegna nor final notice.
 func (s *Store) TrackedDue(ctx context.Context, now time.Time, after12, after24 time.Duration) ([]Tracked, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT msgid, recipient, sender, subject, orig_msgid, sent_at,
+	rows, err := s.db.QueryContext(ctx, `SELECT msgid, recipient, sender, subject, orig_msgid, detail, sent_at,
 		presa_at IS NOT NULL, consegna_at IS NOT NULL, warned12_at IS NOT NULL, warned24_at IS NOT NULL
 		FROM pec_track WHERE consegna_at IS NULL AND warned24_at IS NULL AND (
 			(sent_at<=? AND presa_at IS NULL AND warned12_at IS NULL) OR sent_at<=?)
@@ -268,7 +276,7 @@ func (s *Store) TrackedDue(ctx context.Context, now time.Time, after12, after24 
 	for rows.Next() {
 		var tr Tracked
 		var sent int64
-		if err := rows.Scan(&tr.MsgID, &tr.Recipient, &tr.Sender, &tr.Subject, &tr.OrigMsgID, &sent,
+		if err := rows.Scan(&tr.MsgID, &tr.Recipient, &tr.Sender, &tr.Subject, &tr.OrigMsgID, &tr.Detail, &sent,
 			&tr.Presa, &tr.Consegna, &tr.Warned12, &tr.Warned24); err != nil {
 			return nil, fmt.Errorf("tracked bustas: %w", err)
 		}
@@ -280,7 +288,7 @@ func (s *Store) TrackedDue(ctx context.Context, now time.Time, after12, after24 
 
 // TrackedMessage returns the tracking of one busta, every recipient.
 func (s *Store) TrackedMessage(ctx context.Context, msgid string) ([]Tracked, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT msgid, recipient, sender, subject, orig_msgid, sent_at,
+	rows, err := s.db.QueryContext(ctx, `SELECT msgid, recipient, sender, subject, orig_msgid, detail, sent_at,
 		presa_at IS NOT NULL, consegna_at IS NOT NULL, warned12_at IS NOT NULL, warned24_at IS NOT NULL
 		FROM pec_track WHERE msgid=? ORDER BY recipient`, msgid)
 	if err != nil {
@@ -291,7 +299,7 @@ func (s *Store) TrackedMessage(ctx context.Context, msgid string) ([]Tracked, er
 	for rows.Next() {
 		var tr Tracked
 		var sent int64
-		if err := rows.Scan(&tr.MsgID, &tr.Recipient, &tr.Sender, &tr.Subject, &tr.OrigMsgID, &sent,
+		if err := rows.Scan(&tr.MsgID, &tr.Recipient, &tr.Sender, &tr.Subject, &tr.OrigMsgID, &tr.Detail, &sent,
 			&tr.Presa, &tr.Consegna, &tr.Warned12, &tr.Warned24); err != nil {
 			return nil, fmt.Errorf("tracked busta %s: %w", msgid, err)
 		}

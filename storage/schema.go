@@ -80,4 +80,5 @@ CREATE TABLE kv (
 	// 7: the changes of a folder since a modseq (IMAP sessions catching
 	// up after each command) without reading the whole folder.
 	`CREATE INDEX messages_modseq ON messages(folder_id, modseq);`,
+	pecTrackDetailSchema, // 8: the busta's recipients and Reply-To for the notices (pecbatch.go)
 }

@@ -97,6 +97,7 @@ func (g *Gestore) Submit(ctx context.Context, tx Transaction) (*Outcome, error) 
 
 	b := &bustaIn{data: busta, sender: tx.Sender, id: id, orig: o, original: postacert, dc: dc}
 	var remotePEC, remoteOther []string
+	detail := trackDetail(rcpts, dc.Risposte)
 	for _, r := range rcpts {
 		norm := storage.NormalizeAddress(r.Address)
 		pecDomain, hosted := ds.hosted[domainOf(norm)]
@@ -115,7 +116,7 @@ func (g *Gestore) Submit(ctx context.Context, tx Transaction) (*Outcome, error) 
 		case r.Certificato:
 			remotePEC = append(remotePEC, r.Address)
 			p.batch.Track = append(p.batch.Track, storage.Track{Op: storage.TrackSent, MsgID: id, Recipient: r.Address,
-				At: at.Unix(), Sender: tx.Sender, Subject: o.subject, OrigMsgID: o.msgID})
+				At: at.Unix(), Sender: tx.Sender, Subject: o.subject, OrigMsgID: o.msgID, Detail: detail})
 		default:
 			remoteOther = append(remoteOther, r.Address)
 		}

@@ -6,6 +6,7 @@ import (
 	"mime"
 	"strings"
 	"testing"
+	"time"
 
 	"sigillo/appliance/signer"
 )
@@ -426,5 +427,26 @@ func TestABustaSentAgainIsAcknowledgedOnce(t *testing.T) {
 	}
 	if n := len(b.queued()); n != queued {
 		t.Fatalf("receipts queued: %d, then %d", queued, n)
+	}
+}
+
+// TestANoticeListsEveryRecipientOfTheBusta: the 12 h preavviso's daticert
+// lists the busta's recipients (the one concerned among them), not only
+// the one it is about.
+func TestANoticeListsEveryRecipientOfTheBusta(t *testing.T) {
+	a, _ := twoSites(t)
+	a.submit("alice@a.test", []string{"bob@b.test", "x@example.org"},
+		userMessage("alice@a.test", "bob@b.test, x@example.org", "", "Due destinatari", "Reply-To: ufficio@a.test\r\n", "b\r\n"))
+	a.clock.Add(After12 + time.Minute)
+	if err := (&Timer{Gestore: a.g, Store: a.store, Proposer: a.prop}).Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := bySubject(a.inbox("alice@a.test"), "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO")
+	if len(got) != 1 {
+		t.Fatalf("alice: %v", subjects(a.inbox("alice@a.test")))
+	}
+	r := verified(t, got[0], a)
+	if len(r.Daticert.Destinatari) != 2 || r.Daticert.Destinatari[1].Tipo != "esterno" || r.Daticert.Risposte != "ufficio@a.test" || r.Daticert.Consegna != "bob@b.test" {
+		t.Fatalf("preavviso daticert %+v", r.Daticert)
 	}
 }

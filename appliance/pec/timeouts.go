@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -122,9 +123,9 @@ func (t *Timer) notice(ctx context.Context, tr storage.Tracked, final bool, at t
 	if err != nil {
 		return err
 	}
-	td := textData{at: at, subject: tr.Subject, sender: tr.Sender, recipient: tr.Recipient, id: tr.MsgID,
-		recipients: []Destinatario{{Address: tr.Recipient, Certificato: true}}}
-	dc := Daticert{Tipo: "preavviso-errore-consegna", Mittente: tr.Sender, Destinatari: td.recipients, Risposte: tr.Sender,
+	rcpts, risposte := fromTrackDetail(tr)
+	td := textData{at: at, subject: tr.Subject, sender: tr.Sender, recipient: tr.Recipient, id: tr.MsgID, recipients: rcpts}
+	dc := Daticert{Tipo: "preavviso-errore-consegna", Mittente: tr.Sender, Destinatari: rcpts, Risposte: risposte,
 		Oggetto: tr.Subject, Gestore: g.Provider, Time: at, ID: tr.MsgID, MsgID: tr.OrigMsgID, Consegna: tr.Recipient}
 	op, event := storage.TrackWarned12, peclog.EventPreavvisoMancataConsegna
 	if final {
@@ -182,4 +183,46 @@ func (t *Timer) ensureServiceMailbox(ctx context.Context) error {
 		g.logger().Info("pec: service mailbox created", "address", g.Service)
 	}
 	return err
+}
+
+// trackDetail is what the notices need of a busta besides its tracking:
+// its recipients (the daticert's destinatari) and its risposte.
+func trackDetail(rcpts []Destinatario, risposte string) string {
+	type d struct {
+		Address     string `json:"a"`
+		Certificato bool   `json:"c,omitempty"`
+	}
+	v := struct {
+		Destinatari []d    `json:"d"`
+		Risposte    string `json:"r"`
+	}{Risposte: risposte}
+	for _, r := range rcpts {
+		v.Destinatari = append(v.Destinatari, d{r.Address, r.Certificato})
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// fromTrackDetail reads trackDetail back; a busta tracked without it (or
+// with a detail that does not parse) gets the recipient concerned and the
+// sender.
+func fromTrackDetail(tr storage.Tracked) ([]Destinatario, string) {
+	var v struct {
+		Destinatari []struct {
+			Address     string `json:"a"`
+			Certificato bool   `json:"c"`
+		} `json:"d"`
+		Risposte string `json:"r"`
+	}
+	if json.Unmarshal([]byte(tr.Detail), &v) != nil || len(v.Destinatari) == 0 {
+		return []Destinatario{{Address: tr.Recipient, Certificato: true}}, tr.Sender
+	}
+	out := make([]Destinatario, 0, len(v.Destinatari))
+	for _, d := range v.Destinatari {
+		out = append(out, Destinatario{Address: d.Address, Certificato: d.Certificato})
+	}
+	if v.Risposte == "" {
+		v.Risposte = tr.Sender
+	}
+	return out, v.Risposte
 }
