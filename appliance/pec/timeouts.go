@@ -197,7 +197,7 @@ func trackDetail(rcpts []Destinatario, risposte string) string {
 		Risposte    string `json:"r"`
 	}{Risposte: risposte}
 	for _, r := range rcpts {
-		v.Destinatari = append(v.Destinatari, d{r.Address, r.Certificato})
+		v.Destinatari = append(v.Destinatari, d(r))
 	}
 	b, _ := json.Marshal(v)
 	return string(b)
