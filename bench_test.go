@@ -31,7 +31,6 @@ func BenchmarkAppliance(b *testing.B) {
 	in.start()
 	in.provision("bench.test", "bench@bench.test")
 	tlsConf := in.tlsClient(b, "127.0.0.1")
-	addr := fmt.Sprintf("127.0.0.1:%d", in.ports["submissions"])
 	user, pw := "bench@bench.test", password("bench@bench.test")
 
 	for _, size := range []int{1 << 10, 100 << 10} {
@@ -39,46 +38,9 @@ func BenchmarkAppliance(b *testing.B) {
 		if size > 1<<10 {
 			total = 400
 		}
-		body := message(size)
-		var sent atomic.Int64
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		start := time.Now()
-		for w := 0; w < 8; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				conn, err := tls.Dial("tcp", addr, tlsConf)
-				if err != nil {
-					errs <- err
-					return
-				}
-				c, err := smtp.NewClient(conn, "127.0.0.1")
-				if err != nil {
-					errs <- err
-					return
-				}
-				defer c.Quit()
-				if err := c.Auth(smtp.PlainAuth("", user, pw, "127.0.0.1")); err != nil {
-					errs <- err
-					return
-				}
-				for sent.Add(1) <= int64(total) {
-					if err := sendOne(c, user, body); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			b.Fatalf("send: %v", err)
-		}
-		secs := time.Since(start).Seconds()
-		b.ReportMetric(float64(total)/secs, fmt.Sprintf("msgs/s_%dKB", size>>10))
-		fmt.Printf("SMTPS %d KB x %d, 8 senders: %.0f messages/s accepted and stored (%.1f s)\n", size>>10, total, float64(total)/secs, secs)
+		rate := blast(b, in, size, total)
+		b.ReportMetric(rate, fmt.Sprintf("msgs/s_%dKB", size>>10))
+		fmt.Printf("SMTPS %d KB x %d, 8 senders: %.0f messages/s accepted and stored (%.1f s)\n", size>>10, total, rate, float64(total)/rate)
 	}
 
 	// IMAP FETCH of 1,000 messages (the 1 KB ones are the first 2,000).
