@@ -233,21 +233,8 @@ func TestLoadgenRefusesBadFlagsInOneLine(t *testing.T) {
 // TestLoadgenPECSmoke: the pec scenario against one gestore with a
 // SoftHSM2 token, sender and recipient in its PEC domain.
 func TestLoadgenPECSmoke(t *testing.T) {
-	softhsm := need(t, "softhsm2-util")
-	module := "/usr/lib/softhsm/libsofthsm2.so"
-	if _, err := os.Stat(module); err != nil {
-		t.Fatalf("softhsm2-util is installed but %s is not: %v", module, err)
-	}
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "softhsm2.conf")
-	os.MkdirAll(filepath.Join(dir, "tokens"), 0o700)
-	os.WriteFile(conf, []byte("directories.tokendir = "+filepath.Join(dir, "tokens")+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600)
-	t.Setenv("SOFTHSM2_CONF", conf)
-	if out, err := exec.Command(softhsm, "--init-token", "--free", "--label", "bench", "--pin", "1234", "--so-pin", "5678").CombinedOutput(); err != nil {
-		t.Fatalf("init token: %v %s", err, out)
-	}
-	pinFile := filepath.Join(dir, "hsm.pin")
-	os.WriteFile(pinFile, []byte("1234\n"), 0o600)
+	module, pins := softhsmTokens(t, t.TempDir(), "bench")
+	pinFile := pins["bench"]
 
 	in := newInstance(t, "mail.pec.test", pecGestoreConfig(module, "bench", pinFile, "Bench PEC S.p.A.", "posta-certificata@pec.test"))
 	in.cli("", "gestore", "init")

@@ -33,6 +33,32 @@ type pecWorld struct {
 	pins    map[string]string // token label → PIN file
 }
 
+// softhsmTokens makes a SoftHSM2 configuration in dir with one token per
+// label (PIN "1234"+label, in the file it returns for that label), points
+// SOFTHSM2_CONF at it for the rest of the test, and returns the module.
+func softhsmTokens(t testing.TB, dir string, labels ...string) (module string, pinFiles map[string]string) {
+	t.Helper()
+	softhsm := need(t, "softhsm2-util")
+	module = "/usr/lib/softhsm/libsofthsm2.so"
+	if _, err := os.Stat(module); err != nil {
+		t.Fatalf("softhsm2-util is installed but %s is not: %v", module, err)
+	}
+	tokens := filepath.Join(dir, "tokens")
+	os.MkdirAll(tokens, 0o700)
+	conf := filepath.Join(dir, "softhsm2.conf")
+	os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600)
+	t.Setenv("SOFTHSM2_CONF", conf)
+	pinFiles = map[string]string{}
+	for _, label := range labels {
+		if out, err := exec.Command(softhsm, "--init-token", "--free", "--label", label, "--pin", "1234"+label, "--so-pin", "5678").CombinedOutput(); err != nil {
+			t.Fatalf("init token %s: %v %s", label, err, out)
+		}
+		pinFiles[label] = filepath.Join(dir, label+".pin")
+		os.WriteFile(pinFiles[label], []byte("1234"+label+"\n"), 0o600)
+	}
+	return module, pinFiles
+}
+
 // pecGestoreConfig is the [signer] and [pec] tables of one gestore.
 func pecGestoreConfig(module, token, pinFile, provider, service string) string {
 	return fmt.Sprintf("[signer]\npkcs11_module = %q\ntoken_label = %q\npin_file = %q\nkey_label = \"gestore\"\n"+
@@ -43,13 +69,8 @@ func pecGestoreConfig(module, token, pinFile, provider, service string) string {
 // more configuration for A and B (a [scan] table, say).
 func newPECWorld(t testing.TB, extra ...string) *pecWorld {
 	t.Helper()
-	softhsm := need(t, "softhsm2-util")
 	w := &pecWorld{openssl: need(t, "openssl"), xmllint: need(t, "xmllint"), dir: t.TempDir()}
 	need(t, "python3")
-	module := "/usr/lib/softhsm/libsofthsm2.so"
-	if _, err := os.Stat(module); err != nil {
-		t.Fatalf("softhsm2-util is installed but %s is not: %v", module, err)
-	}
 	samples := os.Getenv("SIGILLO_PEC_SAMPLES")
 	if samples == "" {
 		samples = "../shared/pec-samples"
@@ -63,20 +84,8 @@ func newPECWorld(t testing.TB, extra ...string) *pecWorld {
 	}
 
 	// One SoftHSM2 configuration, two tokens: one per gestore.
-	tokens := filepath.Join(w.dir, "tokens")
-	os.MkdirAll(tokens, 0o700)
-	conf := filepath.Join(w.dir, "softhsm2.conf")
-	os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600)
-	t.Setenv("SOFTHSM2_CONF", conf)
-	pins := map[string]string{}
+	module, pins := softhsmTokens(t, w.dir, "gestore-a", "gestore-b")
 	w.module, w.pins = module, pins
-	for _, tok := range []string{"gestore-a", "gestore-b"} {
-		if out, err := exec.Command(softhsm, "--init-token", "--free", "--label", tok, "--pin", "1234"+tok, "--so-pin", "5678").CombinedOutput(); err != nil {
-			t.Fatalf("init token %s: %v %s", tok, err, out)
-		}
-		pins[tok] = filepath.Join(w.dir, tok+".pin")
-		os.WriteFile(pins[tok], []byte("1234"+tok+"\n"), 0o600)
-	}
 
 	w.a = newInstance(t, "mail.a.test", pecGestoreConfig(module, "gestore-a", pins["gestore-a"], "Gestore A S.p.A.", "posta-certificata@a.test"))
 	w.b = newInstance(t, "mail.b.test", pecGestoreConfig(module, "gestore-b", pins["gestore-b"], "Gestore B S.p.A.", "posta-certificata@b.test"))

@@ -568,7 +568,7 @@ func TestEveryAcknowledgedMessageSurvivesKill9(t *testing.T) {
 				default:
 				}
 				subject := fmt.Sprintf("w%d-%d", w, i)
-				if sendOne(c, "alice@a.test", []byte("From: alice@a.test\r\nTo: alice@a.test\r\nSubject: "+subject+"\r\n\r\nx\r\n")) != nil {
+				if sendOne(c, "alice@a.test", "alice@a.test", []byte("From: alice@a.test\r\nTo: alice@a.test\r\nSubject: "+subject+"\r\n\r\nx\r\n")) != nil {
 					return // the server died mid-transaction: not acknowledged
 				}
 				mu.Lock()
@@ -657,7 +657,7 @@ func TestAFullDiskMakesSendersWaitAndLosesNothing(t *testing.T) {
 		if err := c.Auth(smtp.PlainAuth("", "alice@a.test", password("alice@a.test"), "mail.a.test")); err != nil {
 			return err
 		}
-		return sendOne(c, "alice@a.test", append([]byte("Subject: "+subject+"\r\n\r\n"), body...))
+		return sendOne(c, "alice@a.test", "alice@a.test", append([]byte("Subject: "+subject+"\r\n\r\n"), body...))
 	}
 	acked := 0
 	var refusal error
@@ -813,22 +813,10 @@ func TestAStalePasswordDoesNotLockOutOthersOnTheSameAddress(t *testing.T) {
 // `sigillo gestore init` and `gestore cert` against a real SoftHSM2 token,
 // and checks the certificate with openssl.
 func TestGestoreInitMakesTheKeyInTheTokenAndShowsItsCertificate(t *testing.T) {
-	softhsm := need(t, "softhsm2-util")
 	openssl := need(t, "openssl")
-	module := "/usr/lib/softhsm/libsofthsm2.so"
-	if _, err := os.Stat(module); err != nil {
-		t.Fatalf("softhsm2-util is installed but %s is not: %v", module, err)
-	}
 	dir := t.TempDir()
-	conf := filepath.Join(dir, "softhsm2.conf")
-	os.MkdirAll(filepath.Join(dir, "tokens"), 0o700)
-	os.WriteFile(conf, []byte("directories.tokendir = "+filepath.Join(dir, "tokens")+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600)
-	t.Setenv("SOFTHSM2_CONF", conf)
-	if out, err := exec.Command(softhsm, "--init-token", "--free", "--label", "sigillo", "--pin", "1234", "--so-pin", "5678").CombinedOutput(); err != nil {
-		t.Fatalf("init token: %v %s", err, out)
-	}
-	pinFile := filepath.Join(dir, "hsm.pin")
-	os.WriteFile(pinFile, []byte("1234\n"), 0o600)
+	module, pins := softhsmTokens(t, dir, "sigillo")
+	pinFile := pins["sigillo"]
 
 	a := newInstance(t, "mail.a.test", fmt.Sprintf("[signer]\npkcs11_module = %q\ntoken_label = \"sigillo\"\npin_file = %q\nkey_label = \"gestore\"\n[pec]\nprovider_name = \"Example PEC S.p.A.\"\n", module, pinFile))
 	first := a.cli("", "gestore", "init")

@@ -189,6 +189,21 @@ func (r *runner) runSMTP(ctx context.Context, s *scenarioState) error {
 
 func (r *runner) smtpWorker(ctx context.Context, s *scenarioState, i int) {
 	u := r.workerUser(i)
+	r.submitLoop(ctx, s, i, u, u.Address, "smtp", submitHooks{})
+}
+
+// submitHooks let a scenario follow each message of submitLoop: before it
+// is sent, when its sending failed, and once it is acknowledged.
+type submitHooks struct {
+	before func(subject string)
+	failed func(subject string)
+	sent   func(subject string, acked time.Time)
+}
+
+// submitLoop is worker i's loop while s has work: keep one authenticated
+// connection as u (reconnecting with backoff), send a message of kind to
+// rcpt, and record the latency of its 250.
+func (r *runner) submitLoop(ctx context.Context, s *scenarioState, i int, u User, rcpt, kind string, h submitHooks) {
 	rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
 	var c *smtpClient
 	defer func() {
@@ -207,14 +222,24 @@ func (r *runner) smtpWorker(ctx context.Context, s *scenarioState, i int) {
 			}
 			bo.reset()
 		}
-		_, msg := r.message("smtp", u.Address, u.Address, r.o.Sizes.Pick(rng))
+		subject, msg := r.message(kind, u.Address, rcpt, r.o.Sizes.Pick(rng))
+		if h.before != nil {
+			h.before(subject)
+		}
 		t0 := time.Now()
-		if err := c.send(u.Address, []string{u.Address}, msg); err != nil {
+		if err := c.send(u.Address, []string{rcpt}, msg); err != nil {
+			if h.failed != nil {
+				h.failed(subject)
+			}
 			s.fail(ctx, "submit", err)
 			c.close()
 			c = nil
 			continue
 		}
-		s.record("submit", time.Since(t0))
+		acked := time.Now()
+		s.record("submit", acked.Sub(t0))
+		if h.sent != nil {
+			h.sent(subject, acked)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -318,41 +317,16 @@ func (r *runner) closedLoop(ctx context.Context, s *scenarioState, t *tracker, k
 	var wg sync.WaitGroup
 	for i := range r.o.Concurrency {
 		wg.Go(func() {
-			u, rcpt := from(i), to(i)
-			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
-			var c *smtpClient
-			defer func() {
-				if c != nil {
-					c.close()
-				}
-			}()
-			var bo backoff
-			for s.take(ctx) {
-				if c == nil {
-					var err error
-					if c, err = r.dialSMTP(ctx, u); err != nil {
-						s.fail(ctx, "connect", err)
-						bo.wait(ctx)
-						continue
-					}
-					bo.reset()
-				}
-				subject, msg := r.message(kind, u.Address, rcpt, r.o.Sizes.Pick(rng))
-				p := t.expect(subject)
-				t0 := time.Now()
-				if err := c.send(u.Address, []string{rcpt}, msg); err != nil {
+			var p *pending
+			r.submitLoop(ctx, s, i, from(i), to(i), kind, submitHooks{
+				before: func(subject string) { p = t.expect(subject) },
+				failed: func(subject string) { t.forget(subject) },
+				sent: func(subject string, acked time.Time) {
+					t.acked(p, acked)
+					r.await(ctx, s, t, p)
 					t.forget(subject)
-					s.fail(ctx, "submit", err)
-					c.close()
-					c = nil
-					continue
-				}
-				acked := time.Now()
-				s.record("submit", acked.Sub(t0))
-				t.acked(p, acked)
-				r.await(ctx, s, t, p)
-				t.forget(subject)
-			}
+				},
+			})
 		})
 	}
 	wg.Wait()
