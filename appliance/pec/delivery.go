@@ -39,7 +39,7 @@ func (g *Gestore) deliveryPoint(ctx context.Context, p *plan, ds domains, b *bus
 		recipients: b.dc.Destinatari, errText: esteso}
 	dc := b.dc
 	dc.Gestore, dc.Time, dc.Consegna, dc.Ricezione = g.Provider, at, rcpt, nil
-	toPEC := g.remotePEC(ctx, ds, b.sender)
+	toPEC := elsewhere(ds, b.sender)
 	related := relatedIDs(b.orig.msgID)
 
 	if errore != "" {
@@ -94,15 +94,13 @@ func (g *Gestore) deliveryPoint(ctx context.Context, p *plan, ds domains, b *bus
 	return nil
 }
 
-// remotePEC reports whether addr is a PEC address of another gestore: mail
-// to it must travel over TLS.
-func (g *Gestore) remotePEC(ctx context.Context, ds domains, addr string) bool {
-	d := domainOf(storage.NormalizeAddress(addr))
-	if _, hosted := ds.hosted[d]; hosted {
-		return false
-	}
-	dir, _, err := g.directory(ctx)
-	return err == nil && dir.IsPEC(d)
+// elsewhere reports whether addr is not hosted here. The sender of a busta
+// is always a PEC mailbox (ours, or of the gestore whose signature the
+// reception point verified), so receipts for one elsewhere travel between
+// gestori, over TLS only.
+func elsewhere(ds domains, addr string) bool {
+	_, hosted := ds.hosted[domainOf(storage.NormalizeAddress(addr))]
+	return !hosted
 }
 
 func relatedIDs(msgID string) []string {
