@@ -34,6 +34,7 @@ bench-baseline:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./storage/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./appliance/bytesize/
 	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/pop3d/
 	$(GO) test -run '^$$' -fuzz FuzzRendering -fuzztime 30s ./appliance/imapd/
 	$(GO) test -run '^$$' -fuzz FuzzVerifyMIME -fuzztime 30s ./appliance/signer/
