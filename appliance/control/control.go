@@ -15,7 +15,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -137,13 +141,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // ErrNoServer means nothing listens on the socket.
 var ErrNoServer = errors.New("no running server")
 
+// ErrPermission means a server may be running, but this user may not use
+// its socket.
+var ErrPermission = errors.New("permission denied")
+
 // Call sends req to the server at socket and decodes its data into out
 // (which may be nil).
 func Call(ctx context.Context, socket string, req Request, out any) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return fmt.Errorf("%w at %s (is `sigillo serve` running with the same --config?)", ErrNoServer, socket)
+		return dialError(socket, err)
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -165,4 +173,41 @@ func Call(ctx context.Context, socket string, req Request, out any) error {
 		}
 	}
 	return nil
+}
+
+// dialError says why the socket could not be reached: no server (no
+// socket, or nobody accepting on it), or a user without the right to use
+// it (the socket is 0600 in a 0700 directory: the server's user only).
+func dialError(socket string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		who := "the server's user"
+		if owner := ownerOf(socket); owner != "" {
+			who = owner + ", the server's user,"
+		}
+		return fmt.Errorf("%w on the control socket %s: run this command as %s or as root (sudo)", ErrPermission, socket, who)
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%w at %s (is `sigillo serve` running with the same --config?)", ErrNoServer, socket)
+	}
+	return fmt.Errorf("%w at %s: %v", ErrNoServer, socket, err)
+}
+
+// ownerOf names the user owning the socket or, when it cannot be seen,
+// its directory; "" if neither can be read.
+func ownerOf(socket string) string {
+	for _, p := range []string{socket, filepath.Dir(socket)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return ""
+		}
+		if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
+			return u.Username
+		}
+		return fmt.Sprintf("uid %d", st.Uid)
+	}
+	return ""
 }
