@@ -118,7 +118,7 @@ func TestLogSearchAndVerifyWithAndWithoutTheServer(t *testing.T) {
 	if out := in.cli("", "log", "search", "--msgid", "<mua-1@client.example>", "--limit", "1"); strings.Count(out, "\n") != 2 {
 		t.Fatalf("search with a limit:\n%s", out)
 	}
-	if out := in.cli("", "log", "verify"); !strings.Contains(out, "log OK: 4 entries, 1 signed heads") {
+	if out := in.cli("", "log", "verify"); !strings.Contains(out, "log OK: 4 entries, 1 signed head") {
 		t.Fatalf("verify through the server: %q", out)
 	}
 	if _, err := in.try("", "log", "search", "--since", "last week"); err == nil || !strings.Contains(err.Error(), "use a date like") {
@@ -130,7 +130,7 @@ func TestLogSearchAndVerifyWithAndWithoutTheServer(t *testing.T) {
 	if out := in.cli("", "log", "search", "--msgid", "opec1.aaa@pec.example.test"); !strings.Contains(out, "Altro messaggio") {
 		t.Fatalf("offline search:\n%s", out)
 	}
-	if out := in.cli("", "log", "verify"); !strings.Contains(out, "log OK: 4 entries, 1 signed heads") {
+	if out := in.cli("", "log", "verify"); !strings.Contains(out, "log OK: 4 entries, 1 signed head") {
 		t.Fatalf("offline verify: %q", out)
 	}
 

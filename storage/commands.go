@@ -96,7 +96,7 @@ func (*AddDomain) Op() string { return "add-domain" }
 func (c *AddDomain) apply(t *txn) (any, error) {
 	name := NormalizeDomain(c.Name)
 	if !validDomain(name) {
-		return nil, refuse(ErrInvalid, "invalid domain name %q", c.Name)
+		return nil, refuse(ErrInvalid, "invalid domain name %q: use labels of letters, digits and hyphens joined by dots, like example.com", c.Name)
 	}
 	var id int64
 	err := t.row("INSERT INTO domains(name, created_at, pec) VALUES(?, ?, ?) ON CONFLICT(name) DO NOTHING RETURNING id", name, c.At, c.PEC).Scan(&id)
@@ -127,6 +127,9 @@ func (c *RemoveDomain) apply(t *txn) (any, error) {
 		return nil, err
 	}
 	if n > 0 {
+		if n == 1 {
+			return nil, refuse(ErrNotEmpty, "domain %s still has 1 mailbox: remove it first", name)
+		}
 		return nil, refuse(ErrNotEmpty, "domain %s still has %d mailboxes: remove them first", name, n)
 	}
 	_, err := t.exec("DELETE FROM domains WHERE id=?", id)

@@ -147,7 +147,7 @@ func TestDeleteEntry(t *testing.T) {
 	entries, hs := cloneChain(base, heads)
 	entries = append(entries[:299], entries[300:]...) // drop Seq 300
 	r := VerifyChain(entries, hs, testRoots)
-	wantProblem(t, r, 301, "sequence gap: Seq 301 follows Seq 299, 1 entries missing, and its PrevHash does not link")
+	wantProblem(t, r, 301, "sequence gap: Seq 301 follows Seq 299, 1 entry missing, and its PrevHash does not link")
 }
 
 func TestDeleteFirstAndLast(t *testing.T) {

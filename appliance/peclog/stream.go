@@ -184,7 +184,7 @@ func (v *Verifier) Add(e Entry) {
 			v.add(e.Seq, "PrevHash does not match the hash of the preceding entry (Seq %d): the chain is broken here (entry replaced or rewritten)", prevSeq)
 		}
 	case e.Seq > prevSeq+1 && prevSeq+1 != 0:
-		v.add(e.Seq, "sequence gap: Seq %d follows Seq %d, %d entries missing%s", e.Seq, prevSeq, e.Seq-prevSeq-1, link)
+		v.add(e.Seq, "sequence gap: Seq %d follows Seq %d, %s missing%s", e.Seq, prevSeq, count(int(e.Seq-prevSeq-1), "entry", "entries"), link)
 	default:
 		v.add(e.Seq, "out of order: Seq %d follows Seq %d%s", e.Seq, prevSeq, link)
 	}

@@ -37,15 +37,24 @@ type Report struct {
 	Problems       []Problem
 }
 
+// count is "1 entry", "2 entries".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 // String renders the report for a human: a summary line, then one line per
 // problem.
 func (r Report) String() string {
 	var b strings.Builder
 	if r.OK {
-		fmt.Fprintf(&b, "log OK: %d entries, %d signed heads\n", r.Entries, r.Heads)
+		fmt.Fprintf(&b, "log OK: %s, %s\n", count(r.Entries, "entry", "entries"), count(r.Heads, "signed head", "signed heads"))
 		return b.String()
 	}
-	fmt.Fprintf(&b, "log BROKEN: %d entries, %d signed heads, %d problems\n", r.Entries, r.Heads, len(r.Problems))
+	fmt.Fprintf(&b, "log BROKEN: %s, %s, %s\n", count(r.Entries, "entry", "entries"), count(r.Heads, "signed head", "signed heads"),
+		count(len(r.Problems), "problem", "problems"))
 	for _, p := range r.Problems {
 		b.WriteString("  ")
 		b.WriteString(p.String())
