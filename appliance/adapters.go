@@ -12,10 +12,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/bytesize"
 	"sigillo/appliance/config"
 	"sigillo/appliance/control"
+	"sigillo/appliance/idn"
 	"sigillo/appliance/legallog"
 	"sigillo/appliance/passwd"
 	"sigillo/appliance/pecdir"
@@ -59,6 +62,7 @@ type ScanInfo struct {
 // DomainInfo and MailboxInfo are what list commands print.
 type DomainInfo struct {
 	Name      string    `json:"name"`
+	Unicode   string    `json:"unicode,omitempty"` // an internationalised name as typed (Name is its xn-- form)
 	Mailboxes int       `json:"mailboxes"`
 	Created   time.Time `json:"created"`
 	PEC       bool      `json:"pec"`
@@ -67,23 +71,44 @@ type DomainInfo struct {
 // MailboxInfo describes one mailbox for `sigillo mailbox list`.
 type MailboxInfo struct {
 	Address    string `json:"address"`
+	Unicode    string `json:"unicode,omitempty"` // with an internationalised domain
 	QuotaBytes int64  `json:"quota_bytes"`
 	UsedBytes  int64  `json:"used_bytes"`
 }
 
+// Named is what a request that adds, changes or removes a domain or a
+// mailbox answers: the name as stored (lowercase, xn-- labels), and its
+// Unicode form when it has one, so that the command line shows both.
+type Named struct {
+	Name    string `json:"name"`
+	Unicode string `json:"unicode,omitempty"`
+}
+
+func named(name string) Named { return Named{Name: name, Unicode: idn.Unicode(name)} }
+
 func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, error) {
 	arg := func(k string) string { return req.Args[k] }
+	// Names arrive as typed (bücher.example, Alice@Example.TEST).
+	if strings.HasPrefix(req.Op, "domain.") || strings.HasPrefix(req.Op, "mailbox.") {
+		if err := asciiNames(req); err != nil {
+			return nil, err
+		}
+	}
 	switch req.Op {
 	case "scan.status":
 		return h.scanStatus(ctx)
 	case "cert.status":
 		return h.certStatus(), nil
 	case "domain.add":
-		_, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix(), PEC: arg("pec") == "true"})
-		return nil, err
+		if _, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix(), PEC: arg("pec") == "true"}); err != nil {
+			return nil, err
+		}
+		return named(arg("name")), nil
 	case "domain.remove":
-		_, err := h.proposer.Apply(ctx, &storage.RemoveDomain{Name: arg("name")})
-		return nil, err
+		if _, err := h.proposer.Apply(ctx, &storage.RemoveDomain{Name: arg("name")}); err != nil {
+			return nil, err
+		}
+		return named(arg("name")), nil
 	case "domain.list":
 		ds, err := h.store.Domains(ctx)
 		if err != nil {
@@ -91,7 +116,7 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 		}
 		out := []DomainInfo{}
 		for _, d := range ds {
-			out = append(out, DomainInfo{Name: d.Name, Mailboxes: d.Mailboxes, Created: d.CreatedAt, PEC: d.PEC})
+			out = append(out, DomainInfo{Name: d.Name, Unicode: idn.Unicode(d.Name), Mailboxes: d.Mailboxes, Created: d.CreatedAt, PEC: d.PEC})
 		}
 		return out, nil
 	case "mailbox.add":
@@ -99,18 +124,20 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 		if err != nil {
 			return nil, err
 		}
-		quota := int64(1 << 30)
+		quota := int64(DefaultQuota)
 		if q := arg("quota"); q != "" {
-			if quota, err = parseBytes(q); err != nil {
-				return nil, err
+			if quota, err = bytesize.Parse(q); err != nil {
+				return nil, fmt.Errorf("quota %q: %v: give bytes, or a size with K, M, G or T (1024-based) like 500M, 1.5G or 2T (0: unlimited)", q, err)
 			}
 		}
 		hash, err := passwd.Hash(pw, passwd.Default())
 		if err != nil {
 			return nil, err
 		}
-		_, err = h.proposer.Apply(ctx, &storage.AddMailbox{Address: arg("address"), PasswordHash: hash, QuotaBytes: quota, At: h.now().Unix()})
-		return nil, err
+		if _, err = h.proposer.Apply(ctx, &storage.AddMailbox{Address: arg("address"), PasswordHash: hash, QuotaBytes: quota, At: h.now().Unix()}); err != nil {
+			return nil, err
+		}
+		return named(arg("address")), nil
 	case "mailbox.passwd":
 		pw, err := checkPassword(arg("password"))
 		if err != nil {
@@ -120,19 +147,32 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 		if err != nil {
 			return nil, err
 		}
-		_, err = h.proposer.Apply(ctx, &storage.SetPassword{Address: arg("address"), PasswordHash: hash})
-		return nil, err
+		if _, err = h.proposer.Apply(ctx, &storage.SetPassword{Address: arg("address"), PasswordHash: hash}); err != nil {
+			return nil, err
+		}
+		return named(arg("address")), nil
 	case "mailbox.remove":
-		_, err := h.proposer.Apply(ctx, &storage.RemoveMailbox{Address: arg("address")})
-		return nil, err
+		if _, err := h.proposer.Apply(ctx, &storage.RemoveMailbox{Address: arg("address")}); err != nil {
+			return nil, err
+		}
+		return named(arg("address")), nil
 	case "mailbox.list":
+		if d := arg("domain"); d != "" {
+			local, err := h.store.IsLocalDomain(ctx, d)
+			if err != nil {
+				return nil, err
+			}
+			if !local {
+				return nil, fmt.Errorf("no domain %s here (sigillo domain list shows the hosted ones)", d)
+			}
+		}
 		mbs, err := h.store.Mailboxes(ctx, arg("domain"))
 		if err != nil {
 			return nil, err
 		}
 		out := []MailboxInfo{}
 		for _, m := range mbs {
-			out = append(out, MailboxInfo{Address: m.Address, QuotaBytes: m.QuotaBytes, UsedBytes: m.UsedBytes})
+			out = append(out, MailboxInfo{Address: m.Address, Unicode: idn.Unicode(m.Address), QuotaBytes: m.QuotaBytes, UsedBytes: m.UsedBytes})
 		}
 		return out, nil
 	case "queue.list":
@@ -188,38 +228,61 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 	return nil, fmt.Errorf("unknown request %q", req.Op)
 }
 
+// asciiNames puts the names of a domain or mailbox request in the form
+// stored: internationalised domains become their xn-- form here, before
+// the command enters the log, so that every node applies the same ASCII
+// name whatever its IDNA tables. Adding checks xn-- labels; removing or
+// listing takes a name as it was stored.
+func asciiNames(req control.Request) error {
+	strict := req.Op == "domain.add" || req.Op == "mailbox.add"
+	if name, ok := req.Args["name"]; ok {
+		d, err := idn.Domain(name, strict)
+		if err != nil {
+			return err
+		}
+		req.Args["name"] = d
+	}
+	if domain := req.Args["domain"]; domain != "" {
+		d, err := idn.Domain(domain, false)
+		if err != nil {
+			return err
+		}
+		req.Args["domain"] = d
+	}
+	if address, ok := req.Args["address"]; ok {
+		a, err := idn.Address(address, strict)
+		if err != nil {
+			return err
+		}
+		req.Args["address"] = storage.NormalizeAddress(a)
+	}
+	return nil
+}
+
 // DatabaseFile is the store's database in cfg's data directory. The
 // command line reads it directly (read-only) when no server answers on the
 // control socket.
 func DatabaseFile(cfg config.Config) string { return filepath.Join(cfg.DataDir, "sigillo.db") }
 
+// DefaultQuota is a new mailbox's quota when none is given (1 GiB).
+const DefaultQuota = 1 << 30
+
+// MinPasswordChars and MaxPasswordBytes bound a mailbox password: at
+// least 8 characters (not bytes: "èèèè" is 4), at most 1 KiB.
+const (
+	MinPasswordChars = 8
+	MaxPasswordBytes = 1024
+)
+
 func checkPassword(pw string) (string, error) {
 	pw = strings.TrimRight(pw, "\r\n")
-	if len(pw) < 8 {
-		return "", errors.New("password too short: use at least 8 characters")
+	if n := utf8.RuneCountInString(pw); n < MinPasswordChars {
+		return "", fmt.Errorf("password too short (%d characters): use at least %d", n, MinPasswordChars)
 	}
-	if len(pw) > 1024 {
-		return "", errors.New("password too long")
+	if len(pw) > MaxPasswordBytes {
+		return "", fmt.Errorf("password too long (%d bytes): use at most %d", len(pw), MaxPasswordBytes)
 	}
 	return pw, nil
-}
-
-// parseBytes reads "1073741824", "500M", "2G".
-func parseBytes(s string) (int64, error) {
-	mult := int64(1)
-	switch {
-	case strings.HasSuffix(s, "K"):
-		mult, s = 1<<10, strings.TrimSuffix(s, "K")
-	case strings.HasSuffix(s, "M"):
-		mult, s = 1<<20, strings.TrimSuffix(s, "M")
-	case strings.HasSuffix(s, "G"):
-		mult, s = 1<<30, strings.TrimSuffix(s, "G")
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("quota %q: use a byte count like 1073741824, 500M or 2G (0: unlimited)", s)
-	}
-	return n * mult, nil
 }
 
 // directoryKey holds the providers directory (RFC 6109 4.5) in the
