@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha1"
 	"crypto/x509"
@@ -44,6 +43,7 @@ import (
 	"time"
 
 	"sigillo/appliance"
+	"sigillo/appliance/bytesize"
 	"sigillo/appliance/config"
 	"sigillo/appliance/control"
 	"sigillo/appliance/devtoken"
@@ -58,8 +58,8 @@ import (
 const usage = `usage:
   sigillo serve [--config FILE]
   sigillo domain add NAME [--pec] | list | remove NAME
-  sigillo mailbox add ADDRESS --password-stdin [--quota BYTES]
-  sigillo mailbox passwd ADDRESS --password-stdin
+  sigillo mailbox add ADDRESS [--password-stdin] [--quota SIZE]
+  sigillo mailbox passwd ADDRESS [--password-stdin]
   sigillo mailbox list [DOMAIN] | remove ADDRESS
   sigillo queue list
   sigillo gestore init [--ca CERT --ca-key KEY] | cert
@@ -72,7 +72,9 @@ const usage = `usage:
   sigillo ca export
   sigillo bench [--scenario smtp,deliver,imap,pop3,pec|all] [--user PATTERN --password P] ... (sigillo bench -h)
   sigillo version
-every subcommand takes --config FILE (default: the embedded configuration)`
+every subcommand takes --config FILE (default: the embedded configuration of make run);
+passwords: at least 8 characters, asked on the terminal or read with --password-stdin;
+SIZE: bytes, or with K, M, G or T (1024-based): 500M, 1.5G (default 1G; 0: unlimited)`
 
 func main() {
 	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
@@ -118,7 +120,10 @@ func parse(name string, words []string) (*cli, error) {
 	fs.StringVar(&c.roots, "roots", "", "log verify: PEM file of trusted roots for the heads' certificates")
 	for {
 		if err := fs.Parse(words); err != nil {
-			return nil, fmt.Errorf("%s: %v", name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if err := flagTakenAsValue(fs); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		if fs.NArg() == 0 {
 			return c, nil
@@ -129,6 +134,7 @@ func parse(name string, words []string) (*cli, error) {
 }
 
 func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	argv = configFirst(argv)
 	if len(argv) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return errors.New("no command given")
@@ -139,6 +145,10 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "sigillo", appliance.Version)
 		return nil
 	case "help", "--help", "-h":
+		if len(rest) == 1 && commandUsage(rest[0]) != "" {
+			fmt.Fprintln(stdout, commandUsage(rest[0]))
+			return nil
+		}
 		fmt.Fprintln(stdout, usage)
 		return nil
 	case "pec":
@@ -154,6 +164,10 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 	}
 	c, err := parse(cmd, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, commandUsage(cmd))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -161,7 +175,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if c.config == "" && (cmd == "serve" || cmd == "gestore" || cmd == "directory") && cfg.Signer.PKCS11Module == "" && cfg.Signer.KeyFile == "" {
+	if c.config == "" && needsSigner(cmd, c.args) && cfg.Signer.PKCS11Module == "" && cfg.Signer.KeyFile == "" {
 		if err := useDevToken(&cfg, cmd == "serve"); err != nil {
 			if cmd != "serve" {
 				return err
@@ -175,11 +189,11 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if len(c.args) > 0 {
 			return fmt.Errorf("serve takes no arguments, got %q", c.args[0])
 		}
-		return serve(cfg, stdout, stderr)
+		return serve(cfg, commandLine(os.Args[0], c.config), stdout, stderr)
 	case "domain":
 		return domainCmd(cfg, c, stdout)
 	case "mailbox":
-		return mailboxCmd(cfg, c, stdin, stdout)
+		return mailboxCmd(cfg, c, stdin, stdout, stderr)
 	case "queue":
 		return queueCmd(cfg, c, stdout)
 	case "scan":
@@ -206,7 +220,9 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q (sigillo help lists them)", cmd)
 }
 
-func serve(cfg config.Config, stdout, stderr io.Writer) error {
+// serve runs the server; command is how the user ran this binary, for the
+// banner's examples.
+func serve(cfg config.Config, command string, stdout, stderr io.Writer) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		level = slog.LevelInfo
@@ -227,7 +243,7 @@ func serve(cfg config.Config, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return appliance.Run(ctx, cfg, appliance.Options{Logger: logger, Out: stdout})
+	return appliance.Run(ctx, cfg, appliance.Options{Logger: logger, Out: stdout, Command: command})
 }
 
 func call(cfg config.Config, op string, args map[string]string, out any) error {
@@ -240,20 +256,22 @@ func domainCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 	sub, args := first(c.args)
 	switch {
 	case sub == "add" && len(args) == 1:
-		if err := call(cfg, "domain.add", map[string]string{"name": args[0], "pec": fmt.Sprint(c.pec)}, nil); err != nil {
+		var d appliance.Named
+		if err := call(cfg, "domain.add", map[string]string{"name": args[0], "pec": fmt.Sprint(c.pec)}, &d); err != nil {
 			return err
 		}
 		if c.pec {
-			fmt.Fprintf(stdout, "PEC domain %s added\n", args[0])
+			fmt.Fprintf(stdout, "PEC domain %s added\n", withUnicode(d.Name, d.Unicode))
 		} else {
-			fmt.Fprintf(stdout, "domain %s added\n", args[0])
+			fmt.Fprintf(stdout, "domain %s added\n", withUnicode(d.Name, d.Unicode))
 		}
 		return nil
 	case sub == "remove" && len(args) == 1:
-		if err := call(cfg, "domain.remove", map[string]string{"name": args[0]}, nil); err != nil {
+		var d appliance.Named
+		if err := call(cfg, "domain.remove", map[string]string{"name": args[0]}, &d); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "domain %s removed\n", args[0])
+		fmt.Fprintf(stdout, "domain %s removed\n", withUnicode(d.Name, d.Unicode))
 		return nil
 	case sub == "list" && len(args) == 0:
 		var ds []appliance.DomainInfo
@@ -270,45 +288,43 @@ func domainCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 			if d.PEC {
 				kind = "PEC"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", d.Name, kind, d.Mailboxes, d.Created.Format(time.DateOnly))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", withUnicode(d.Name, d.Unicode), kind, d.Mailboxes, d.Created.Format(time.DateOnly))
 		}
 		return tw.Flush()
 	}
 	return errors.New("usage: sigillo domain add NAME [--pec] | list | remove NAME")
 }
 
-func mailboxCmd(cfg config.Config, c *cli, stdin io.Reader, stdout io.Writer) error {
+func mailboxCmd(cfg config.Config, c *cli, stdin io.Reader, stdout, stderr io.Writer) error {
 	sub, args := first(c.args)
 	switch {
 	case (sub == "add" || sub == "passwd") && len(args) == 1:
-		if !c.passwordStdin {
-			return fmt.Errorf("mailbox %s needs --password-stdin (the password is read from standard input, never from the command line)", sub)
+		pw, err := readPassword(sub, args[0], c.passwordStdin, stdin, stderr)
+		if err != nil {
+			return err
 		}
-		pw, err := bufio.NewReader(io.LimitReader(stdin, 4096)).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("read password: %w", err)
-		}
-		pw = strings.TrimRight(pw, "\r\n")
 		a := map[string]string{"address": args[0], "password": pw}
 		op := "mailbox.passwd"
 		if sub == "add" {
 			op = "mailbox.add"
 			a["quota"] = c.quota
 		}
-		if err := call(cfg, op, a, nil); err != nil {
+		var m appliance.Named
+		if err := call(cfg, op, a, &m); err != nil {
 			return err
 		}
 		if sub == "add" {
-			fmt.Fprintf(stdout, "mailbox %s added\n", args[0])
+			fmt.Fprintf(stdout, "mailbox %s added\n", withUnicode(m.Name, m.Unicode))
 		} else {
-			fmt.Fprintf(stdout, "password of %s changed\n", args[0])
+			fmt.Fprintf(stdout, "password of %s changed\n", withUnicode(m.Name, m.Unicode))
 		}
 		return nil
 	case sub == "remove" && len(args) == 1:
-		if err := call(cfg, "mailbox.remove", map[string]string{"address": args[0]}, nil); err != nil {
+		var m appliance.Named
+		if err := call(cfg, "mailbox.remove", map[string]string{"address": args[0]}, &m); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "mailbox %s removed\n", args[0])
+		fmt.Fprintf(stdout, "mailbox %s removed\n", withUnicode(m.Name, m.Unicode))
 		return nil
 	case sub == "list" && len(args) <= 1:
 		a := map[string]string{}
@@ -327,13 +343,13 @@ func mailboxCmd(cfg config.Config, c *cli, stdin io.Reader, stdout io.Writer) er
 		for _, m := range mbs {
 			q := "unlimited"
 			if m.QuotaBytes > 0 {
-				q = fmt.Sprint(m.QuotaBytes)
+				q = bytesize.Format(m.QuotaBytes)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\n", m.Address, m.UsedBytes, q)
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", withUnicode(m.Address, m.Unicode), bytesize.Human(m.UsedBytes), q)
 		}
 		return tw.Flush()
 	}
-	return errors.New("usage: sigillo mailbox add|passwd ADDRESS --password-stdin [--quota BYTES] | list [DOMAIN] | remove ADDRESS")
+	return errors.New("usage: sigillo mailbox add|passwd ADDRESS [--password-stdin] [--quota SIZE] | list [DOMAIN] | remove ADDRESS")
 }
 
 func queueCmd(cfg config.Config, c *cli, stdout io.Writer) error {
@@ -406,7 +422,7 @@ func scanCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 		return json.NewEncoder(stdout).Encode(info)
 	}
 	if !info.Enabled {
-		fmt.Fprintf(stdout, "scanning off (no [scan] clamd); virus store: %d messages\n", info.Infected)
+		fmt.Fprintf(stdout, "scanning off (no [scan] clamd); virus store: %s\n", plural(info.Infected, "message", "messages"))
 		return nil
 	}
 	state := "answering"
@@ -417,7 +433,7 @@ func scanCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 	if info.Version != "" {
 		fmt.Fprintf(stdout, "version: %s\n", info.Version)
 	}
-	fmt.Fprintf(stdout, "virus store: %d messages\n", info.Infected)
+	fmt.Fprintf(stdout, "virus store: %s\n", plural(info.Infected, "message", "messages"))
 	if !info.OK {
 		return errors.New("clamd is not answering")
 	}
@@ -464,7 +480,7 @@ func directoryCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 		if err := call(cfg, "directory.import", map[string]string{"ldif": string(data)}, &res); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%d providers imported; the directory lists %d\n", res["imported"], res["total"])
+		fmt.Fprintf(stdout, "%s imported; the directory lists %d\n", plural(res["imported"], "provider", "providers"), res["total"])
 		return nil
 	case sub == "export" && len(args) == 0:
 		return exportDirectory(cfg, stdout)
@@ -565,7 +581,7 @@ func logCmd(cfg config.Config, c *cli, stdout, stderr io.Writer) error {
 			return err
 		}
 		if f.Limit > 0 && len(recs) == f.Limit {
-			fmt.Fprintf(stderr, "sigillo: showing the first %d entries: narrow the search or raise --limit\n", f.Limit)
+			fmt.Fprintf(stderr, "sigillo: showing the first %s: narrow the search or raise --limit\n", plural(f.Limit, "entry", "entries"))
 		}
 		return nil
 	case sub == "verify" && len(args) == 0:
@@ -833,7 +849,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		if set["users"] {
 			if *users < 1 || *users > len(o.Users) {
-				return fmt.Errorf("bench: --users %d, but %s has %d users", *users, *usersFile, len(o.Users))
+				return fmt.Errorf("bench: --users %d, but %s has %s", *users, *usersFile, plural(len(o.Users), "user", "users"))
 			}
 			o.Users = o.Users[:*users]
 		}

@@ -84,7 +84,7 @@ func TestVirusesAreStoppedAtEveryEntryPoint(t *testing.T) {
 		if got := w.b.inbox(t, "bob@b.test", 0); len(got) != 0 {
 			t.Fatalf("bob got the infected busta: %+v", got)
 		}
-		if out := w.b.cli("", "scan", "status"); !strings.Contains(out, "virus store: 1 messages") {
+		if out := w.b.cli("", "scan", "status"); !strings.Contains(out, "virus store: 1 message") {
 			t.Fatalf("B's scan status: %s", out)
 		}
 	})

@@ -54,6 +54,9 @@ type Options struct {
 	Ready func(addrs map[string]string)
 	// Out receives the start-up banner (where it listens, how to begin).
 	Out io.Writer
+	// Command is how the user ran the binary ("./bin/sigillo --config
+	// FILE"), for the banner's examples; "" means "sigillo".
+	Command string
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -355,7 +358,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	log.Info("sigillo is serving", "version", Version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
 	if opts.Out != nil {
-		printBanner(opts.Out, cfg, addrs)
+		printBanner(opts.Out, cfg, addrs, opts.Command)
 	}
 	if opts.Ready != nil {
 		opts.Ready(addrs)
@@ -449,7 +452,10 @@ func renewCertificates(ctx context.Context, ca *tlsmgr.LocalCA, log *slog.Logger
 	}
 }
 
-func printBanner(w io.Writer, cfg config.Config, addrs map[string]string) {
+func printBanner(w io.Writer, cfg config.Config, addrs map[string]string, command string) {
+	if command == "" {
+		command = "sigillo"
+	}
 	names := make([]string, 0, len(addrs))
 	for n := range addrs {
 		names = append(names, n)
@@ -460,10 +466,10 @@ func printBanner(w io.Writer, cfg config.Config, addrs map[string]string) {
 		fmt.Fprintf(w, "  %-12s %s\n", n, addrs[n])
 	}
 	fmt.Fprintf(w, `
-Add a first mailbox (from another terminal, with the same --config):
-  sigillo domain add example.test
-  echo 'a long password' | sigillo mailbox add alice@example.test --password-stdin
+Add a first mailbox (from another terminal, in this directory):
+  %[1]s domain add example.test
+  echo 'a long password' | %[1]s mailbox add alice@example.test --password-stdin
 Trust the local CA in your mail client:
-  sigillo ca export > sigillo-ca.pem
-`)
+  %[1]s ca export > sigillo-ca.pem
+`, command)
 }
