@@ -191,7 +191,7 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		return serve(cfg, commandLine(os.Args[0], c.config), stdout, stderr)
 	case "domain":
-		return domainCmd(cfg, c, stdout)
+		return domainCmd(cfg, c, stdout, stderr)
 	case "mailbox":
 		return mailboxCmd(cfg, c, stdin, stdout, stderr)
 	case "queue":
@@ -252,7 +252,7 @@ func call(cfg config.Config, op string, args map[string]string, out any) error {
 	return control.Call(ctx, cfg.ControlSocket(), control.Request{Op: op, Args: args}, out)
 }
 
-func domainCmd(cfg config.Config, c *cli, stdout io.Writer) error {
+func domainCmd(cfg config.Config, c *cli, stdout, stderr io.Writer) error {
 	sub, args := first(c.args)
 	switch {
 	case sub == "add" && len(args) == 1:
@@ -264,6 +264,9 @@ func domainCmd(cfg config.Config, c *cli, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "PEC domain %s added\n", withUnicode(d.Name, d.Unicode))
 		} else {
 			fmt.Fprintf(stdout, "domain %s added\n", withUnicode(d.Name, d.Unicode))
+		}
+		if d.Warning != "" {
+			fmt.Fprintln(stderr, "sigillo: warning:", d.Warning)
 		}
 		return nil
 	case sub == "remove" && len(args) == 1:

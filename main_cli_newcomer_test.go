@@ -405,6 +405,16 @@ func TestTheCommandLineAnswersANewcomer(t *testing.T) {
 		ok(t, "", "domain", "remove", "solo.test")
 	})
 
+	t.Run("a PEC domain without a gestore is warned about", func(t *testing.T) {
+		cmd := exec.Command(binary, "domain", "add", "pec.newcomer.test", "--pec", "--config", in.config)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil || stdout.String() != "PEC domain pec.newcomer.test added\n" ||
+			!strings.Contains(stderr.String(), "warning: no PEC gestore runs on this server") {
+			t.Errorf("domain add --pec without [signer]: %v, %q, %q", err, stdout.String(), stderr.String())
+		}
+	})
+
 	t.Run("help, usage and --config before the command", func(t *testing.T) {
 		for _, cmd := range []string{"domain", "mailbox", "queue", "log", "ca"} {
 			out := ok(t, "", cmd, "--help")

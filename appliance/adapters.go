@@ -38,6 +38,8 @@ type controlHandler struct {
 	scanner  *scan.Scanner // nil: scanning off
 	acme     *tlsmgr.ACME  // nil: the local CA serves
 	hostname string
+	// noGestore: no [signer], so PEC domains get ordinary mail.
+	noGestore bool
 }
 
 // CertStatus is what `sigillo cert status` prints.
@@ -82,6 +84,8 @@ type MailboxInfo struct {
 type Named struct {
 	Name    string `json:"name"`
 	Unicode string `json:"unicode,omitempty"`
+	// Warning is something the administrator should know about the change.
+	Warning string `json:"warning,omitempty"`
 }
 
 func named(name string) Named { return Named{Name: name, Unicode: idn.Unicode(name)} }
@@ -100,10 +104,15 @@ func (h *controlHandler) handle(ctx context.Context, req control.Request) (any, 
 	case "cert.status":
 		return h.certStatus(), nil
 	case "domain.add":
-		if _, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix(), PEC: arg("pec") == "true"}); err != nil {
+		pec := arg("pec") == "true"
+		if _, err := h.proposer.Apply(ctx, &storage.AddDomain{Name: arg("name"), At: h.now().Unix(), PEC: pec}); err != nil {
 			return nil, err
 		}
-		return named(arg("name")), nil
+		n := named(arg("name"))
+		if pec && h.noGestore {
+			n.Warning = "no PEC gestore runs on this server (no [signer] configured, or, for make run, no SoftHSM2): the domain gets ordinary mail until one does"
+		}
+		return n, nil
 	case "domain.remove":
 		if _, err := h.proposer.Apply(ctx, &storage.RemoveDomain{Name: arg("name")}); err != nil {
 			return nil, err

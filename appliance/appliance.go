@@ -200,7 +200,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ctl := &control.Server{
-		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now, scanner: scanner, acme: acme, hostname: cfg.Hostname}).handle,
+		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now, scanner: scanner, acme: acme, hostname: cfg.Hostname, noGestore: gestore == nil}).handle,
 		Logger:  log.With("component", "control"),
 	}
 
