@@ -27,6 +27,7 @@ import (
 	"sigillo/appliance/config"
 	"sigillo/appliance/connlimit"
 	"sigillo/appliance/control"
+	"sigillo/appliance/deadline"
 	"sigillo/appliance/diskguard"
 	"sigillo/appliance/imapd"
 	"sigillo/appliance/legallog"
@@ -119,6 +120,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 
 	limiter := authlimit.Default()
 	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
+	timeouts := cfg.Timeouts.Values()
 
 	runner := &queue.Runner{
 		Hostname: cfg.Hostname,
@@ -162,6 +164,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
 		Enqueued:        runner.Kick,
+		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.SMTP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
 	}
 	if gestore != nil {
 		smtpServer.PEC = gestore
@@ -180,23 +183,31 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:          log.With("component", "imap"),
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		Now:             opts.Now,
+		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.IMAP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
 	}
 	pop3Server := &pop3d.Server{
-		Backend:   pop3Backend{store: store, proposer: node, auth: auth},
-		TLSConfig: tlsConf(),
-		Limiter:   limiter,
-		Hostname:  cfg.Hostname,
-		Logger:    log.With("component", "pop3"),
+		Backend:      pop3Backend{store: store, proposer: node, auth: auth},
+		TLSConfig:    tlsConf(),
+		Limiter:      limiter,
+		Hostname:     cfg.Hostname,
+		Logger:       log.With("component", "pop3"),
+		LoginTimeout: timeouts.Login,
+		IdleTimeout:  timeouts.POP3,
 	}
 	httpsConf := tlsConf()
 	if acme != nil && cfg.ACME.Challenge == "tls-alpn-01" {
 		// The CA's tls-alpn-01 validation comes to port 443.
 		httpsConf.NextProtos = append(httpsConf.NextProtos, "acme-tls/1")
 	}
+	// net/http bounds the TLS handshake by the shortest of the Read*
+	// and Write timeouts: login's.
 	adminServer := &http.Server{
 		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version, Scan: scanHealth}),
 		TLSConfig:         httpsConf,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: timeouts.Login,
+		IdleTimeout:       timeouts.Login,
+		ReadTimeout:       timeouts.Data,
+		WriteTimeout:      timeouts.Data,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ctl := &control.Server{
@@ -238,7 +249,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "https://"+r.Host+r.URL.RequestURI(), http.StatusMovedPermanently)
 		})
-		httpServer := &http.Server{Handler: acme.HTTPChallengeHandler(redirect), ReadHeaderTimeout: 10 * time.Second,
+		httpServer := &http.Server{Handler: acme.HTTPChallengeHandler(redirect),
+			ReadHeaderTimeout: timeouts.Login, IdleTimeout: timeouts.Login, ReadTimeout: timeouts.Data, WriteTimeout: timeouts.Data,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		plan = append(plan, struct {
 			name, addr string
@@ -274,7 +286,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			closeAll()
 			return fmt.Errorf("listen %s on %s: %w", p.name, p.addr, err)
 		}
-		ln = &connlimit.Listener{Listener: ln, Total: cfg.MaxConnections, PerHost: cfg.MaxConnectionsPerHost, Refusal: refusals[p.name]}
+		ln = &connlimit.Listener{Listener: ln, Total: cfg.MaxConnections, PerHost: cfg.MaxConnectionsPerHost,
+			Unauthenticated: cfg.UnauthenticatedPerHost(), Refusal: refusals[p.name], Logger: log.With("listener", p.name)}
 		listeners = append(listeners, listener{p.name, ln, p.serve})
 	}
 	ctlLn, err := control.Listen(cfg.ControlSocket())

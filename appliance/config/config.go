@@ -35,6 +35,13 @@ type Config struct {
 	// listener holds at once, in all and from one client address (IPv6: /64).
 	MaxConnections        int `toml:"max_connections"`
 	MaxConnectionsPerHost int `toml:"max_connections_per_host"`
+	// MaxUnauthenticatedPerHost bounds, per listener and client address,
+	// the connections not logged in yet (inbound SMTP: no MAIL FROM yet;
+	// HTTPS: all); over it a new one replaces the quietest of them. 0
+	// means 10.
+	MaxUnauthenticatedPerHost int `toml:"max_unauthenticated_per_host"`
+	// Timeouts is the [timeouts] table.
+	Timeouts Timeouts `toml:"timeouts"`
 	// MinFreeBytes is the free disk space under which new mail is refused
 	// with a temporary error; 0 means 1.5 × max_message_bytes, as Postfix.
 	MinFreeBytes int64 `toml:"min_free_bytes"`
@@ -46,6 +53,76 @@ type Config struct {
 	Scan Scan `toml:"scan"`
 	// ACME, when set, gets the listeners' certificates from an ACME CA.
 	ACME *ACME `toml:"acme"`
+}
+
+// Timeouts is the [timeouts] table: how long a client may keep a
+// connection waiting, each a Go duration ("30s", "5m"); "" keeps the
+// default.
+type Timeouts struct {
+	// Login bounds, before login, the TLS handshake and each command
+	// (inbound SMTP: until MAIL FROM; HTTPS: a request's headers, and
+	// keep-alive). Default 30s.
+	Login string `toml:"login"`
+	// SMTP bounds each command after login or MAIL FROM, and each reply
+	// (RFC 5321 §4.5.3.2). Default 5m.
+	SMTP string `toml:"smtp"`
+	// IMAP is the autologout timer after login, IDLE included (RFC 9051
+	// §5.4). Default 30m.
+	IMAP string `toml:"imap"`
+	// POP3 is the autologout timer after login (RFC 1939). Default 10m.
+	POP3 string `toml:"pop3"`
+	// Data is the longest pause in a message's transfer (SMTP DATA and
+	// BDAT, IMAP APPEND), and bounds an HTTPS request's body and response.
+	// Default 5m.
+	Data string `toml:"data"`
+	// MinDataRate is the average, in bytes/s, below which a transfer is
+	// cut. Default 500.
+	MinDataRate int64 `toml:"min_data_rate"`
+}
+
+// TimeoutValues are the effective [timeouts].
+type TimeoutValues struct {
+	Login, SMTP, IMAP, POP3, Data time.Duration
+	MinDataRate                   int64
+}
+
+// Values gives the effective timeouts, defaults filled in (t must have
+// passed Validate).
+func (t Timeouts) Values() TimeoutValues {
+	d := func(s string, def time.Duration) time.Duration {
+		if v, err := time.ParseDuration(s); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	v := TimeoutValues{Login: d(t.Login, 30*time.Second), SMTP: d(t.SMTP, 5*time.Minute), IMAP: d(t.IMAP, 30*time.Minute),
+		POP3: d(t.POP3, 10*time.Minute), Data: d(t.Data, 5*time.Minute), MinDataRate: t.MinDataRate}
+	if v.MinDataRate <= 0 {
+		v.MinDataRate = 500
+	}
+	return v
+}
+
+func (t Timeouts) validate() error {
+	for _, d := range []struct{ name, v string }{{"login", t.Login}, {"smtp", t.SMTP}, {"imap", t.IMAP}, {"pop3", t.POP3}, {"data", t.Data}} {
+		if d.v != "" {
+			if v, err := time.ParseDuration(d.v); err != nil || v <= 0 {
+				return fmt.Errorf("timeouts.%s %q is not a positive duration (\"30s\", \"5m\")", d.name, d.v)
+			}
+		}
+	}
+	if t.MinDataRate < 0 {
+		return fmt.Errorf("timeouts.min_data_rate must not be negative, not %d", t.MinDataRate)
+	}
+	return nil
+}
+
+// UnauthenticatedPerHost is the effective max_unauthenticated_per_host.
+func (c *Config) UnauthenticatedPerHost() int {
+	if c.MaxUnauthenticatedPerHost > 0 {
+		return c.MaxUnauthenticatedPerHost
+	}
+	return 10
 }
 
 // ACME is the [acme] table.
@@ -269,6 +346,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnections < 1 || c.MaxConnectionsPerHost < 1 {
 		return errors.New("max_connections and max_connections_per_host must be at least 1")
+	}
+	if c.MaxUnauthenticatedPerHost < 0 {
+		return fmt.Errorf("max_unauthenticated_per_host must not be negative, not %d", c.MaxUnauthenticatedPerHost)
+	}
+	if err := c.Timeouts.validate(); err != nil {
+		return err
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

@@ -25,6 +25,12 @@
 // own, and it does not implement CONDSTORE/QRESYNC (imapserver does not
 // parse MODSEQ, HIGHESTMODSEQ or CHANGEDSINCE), \Recent (always 0), ACLs,
 // the QUOTA extension, SORT/THREAD, or limits on connections per client.
+//
+// Time limits (Server.Timeouts, package deadline): 30 s for each command
+// before login, the TLS handshake included; after login an autologout
+// timer of 30 minutes, IDLE included; an APPEND's message may pause 5
+// minutes and must average 500 bytes/s. A client out of time is told
+// "* BYE Autologout" and disconnected.
 package imapd
 
 import (
@@ -42,6 +48,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/deadline"
 	"sigillo/storage"
 )
 
@@ -64,6 +71,10 @@ type Server struct {
 	// Now is the clock (internal date of APPEND when none is given); nil
 	// means time.Now.
 	Now func() time.Time
+	// Timeouts are the session's time limits; a zero field takes its
+	// default (DefaultLoginTimeout, DefaultAutologout, DefaultDataTimeout,
+	// DefaultMinDataRate).
+	Timeouts deadline.Policy
 
 	mu        sync.Mutex
 	imap      *imapserver.Server
@@ -147,17 +158,19 @@ func (s *Server) initLocked() {
 
 // Serve accepts IMAP connections on ln until Shutdown, then returns nil.
 // With implicitTLS, connections are TLS from the first byte (port 993): ln
-// may hand out plain connections, which are wrapped with TLSConfig, or
-// *tls.Conn already (a tls.NewListener), which are used as they are.
-// Without it, clients must use STARTTLS before they may log in.
+// may hand out plain connections or *tls.Conn (a tls.NewListener) not yet
+// started; either way the TLS is TLSConfig's, over the connection's
+// deadline. Without it, clients must use STARTTLS before they may log in.
 func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
+	tl := timedListener{Listener: ln, policy: s.timeouts()}
 	if implicitTLS {
 		if s.TLSConfig == nil {
 			ln.Close()
 			return errors.New("imapd: implicit TLS needs a TLSConfig")
 		}
-		ln = tlsListener{Listener: ln, config: s.TLSConfig}
+		tl.tls = s.TLSConfig
 	}
+	ln = tl
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -281,6 +294,9 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 	}
 	s.sessions[sess] = struct{}{}
 	s.active.Add(1)
+	if g := deadline.Find(sess.netc); g != nil {
+		return &timedSession{session: sess, guard: g}, nil, nil
+	}
 	return sess, nil, nil
 }
 
@@ -290,24 +306,6 @@ func (s *Server) sessionEnded(sess *session) {
 	delete(s.sessions, sess)
 	s.mu.Unlock()
 	s.active.Done()
-}
-
-// tlsListener makes every accepted connection a server-side TLS connection.
-// The handshake happens on the connection's own goroutine, at the greeting.
-type tlsListener struct {
-	net.Listener
-	config *tls.Config
-}
-
-func (l tlsListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := c.(*tls.Conn); ok {
-		return c, nil
-	}
-	return tls.Server(c, l.config), nil
 }
 
 // libLogger routes imapserver's messages to slog. Dropped connections are

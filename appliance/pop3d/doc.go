@@ -13,6 +13,11 @@
 // the connection is protected. Repeated failures from one host are slowed
 // down by the shared authlimit.Limiter.
 //
+// Time limits: before login, the TLS handshake and each command line must
+// come within Server.LoginTimeout (30 s); once logged in, the inactivity
+// timer is Server.IdleTimeout (10 minutes, RFC 1939 section 3). A client
+// out of time is told "-ERR Disconnected for inactivity" and disconnected.
+//
 // It is not a POP3 client, not a proxy, and does not implement APOP, the
 // deprecated LAST command, SASL mechanisms other than PLAIN, or the UTF8 and
 // LANG extensions (RFC 6856). It does not lock the maildrop: two sessions on

@@ -13,11 +13,13 @@ import (
 	"sigillo/appliance/authlimit"
 )
 
-// DefaultIdleTimeout is the inactivity timer of RFC 1939, section 3.
+// DefaultIdleTimeout is the inactivity timer of RFC 1939, section 3, once
+// logged in.
 const DefaultIdleTimeout = 10 * time.Minute
 
-// tlsHandshakeTimeout bounds the TLS handshake on pop3s and after STLS.
-const tlsHandshakeTimeout = 30 * time.Second
+// DefaultLoginTimeout bounds, before login, the TLS handshake (on pop3s
+// and after STLS) and the wait for each command.
+const DefaultLoginTimeout = 30 * time.Second
 
 // Server is a POP3 server. Set its fields, then call Serve for each
 // listener; the fields must not change after the first Serve.
@@ -36,9 +38,12 @@ type Server struct {
 	// Logger receives connection and error logs; nil means slog.Default().
 	// Passwords and SASL responses are never logged.
 	Logger *slog.Logger
-	// IdleTimeout closes a connection on which the client has sent
-	// nothing for that long; zero means DefaultIdleTimeout.
+	// IdleTimeout closes a logged-in connection on which the client has
+	// sent nothing for that long; zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// LoginTimeout is the same before login, and bounds the TLS
+	// handshake; zero means DefaultLoginTimeout.
+	LoginTimeout time.Duration
 
 	initOnce sync.Once
 	limiter  *authlimit.Limiter
@@ -75,6 +80,13 @@ func (s *Server) idleTimeout() time.Duration {
 		return s.IdleTimeout
 	}
 	return DefaultIdleTimeout
+}
+
+func (s *Server) loginTimeout() time.Duration {
+	if s.LoginTimeout > 0 {
+		return s.LoginTimeout
+	}
+	return DefaultLoginTimeout
 }
 
 // Serve accepts connections on ln and serves each in its own goroutine

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"sigillo/appliance/authlimit"
+	"sigillo/appliance/connlimit"
 )
 
 const (
@@ -155,7 +156,7 @@ func (s *session) handshake(tc *tls.Conn) error {
 		return errShutdown
 	}
 	defer s.srv.setIdle(s, false)
-	ctx, cancel := context.WithTimeout(s.ctx, tlsHandshakeTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.loginTimeout())
 	defer cancel()
 	return tc.HandshakeContext(ctx)
 }
@@ -259,8 +260,13 @@ func (s *session) readLine(max int) ([]byte, error) {
 		}
 	}
 	// The deadline is set before the session is marked idle: Shutdown
-	// sets an immediate deadline on idle sessions, which must win.
-	if err := s.conn.SetReadDeadline(time.Now().Add(s.srv.idleTimeout())); err != nil {
+	// sets an immediate deadline on idle sessions, which must win. The
+	// whole line must come within it; before login, a shorter one.
+	timeout := s.srv.idleTimeout()
+	if s.state == stateAuthorization {
+		timeout = s.srv.loginTimeout()
+	}
+	if err := s.conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, err
 	}
 	if !s.srv.setIdle(s, true) {
@@ -540,6 +546,9 @@ func (s *session) login(user, pass, mech string) error {
 		total += s.msgs[i].size
 	}
 	s.state = stateTransaction
+	// Logged in: no longer counted among the connections from its
+	// address that have not (connlimit).
+	connlimit.Authenticated(s.rawConn)
 	s.log = s.log.With("user", user)
 	s.log.Info("logged in", "mech", mech, "messages", len(msgs))
 	return s.ok("logged in, %d messages (%d octets)", len(msgs), total)

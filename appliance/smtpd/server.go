@@ -22,8 +22,12 @@
 // so), 100 recipients (452 4.5.3), a local recipient's quota (552 5.2.2 at
 // RCPT; a recipient that went over quota between RCPT and the end of data
 // gets a DSN, or 552 if every recipient did), 2000-byte lines (500, then the
-// connection is closed), and a 5 minute timeout on every read and write.
-// A misbehaving client only ever affects its own connection.
+// connection is closed), and time limits (Server.Timeouts, package
+// deadline): 30 s for each command before AUTH on the submission ports and
+// before MAIL on the inbound port (the TLS handshake included), 5 minutes
+// after; a message's data may pause 5 minutes and must average 500 bytes/s.
+// A client out of time gets 421 4.4.2 and is disconnected. A misbehaving
+// client only ever affects its own connection.
 //
 // A message is stored with one storage.Deliver command: a copy per local
 // recipient (quota enforced) and the outbound queue item for the remote
@@ -62,6 +66,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/deadline"
 	"sigillo/appliance/pec"
 	"sigillo/appliance/scan"
 	"sigillo/storage"
@@ -113,8 +118,9 @@ const (
 	DefaultMaxMessageBytes = 30 << 20
 	MaxRecipients          = 100
 	MaxLineLength          = 64 << 10
-	// Timeout bounds each read and write of a session (RFC 5321 §4.5.3.2
-	// asks for at least 5 minutes).
+	// Timeout bounds each wait for a command once the client authenticated
+	// (or, inbound, began a transaction), and each write (RFC 5321
+	// §4.5.3.2.7 asks for at least 5 minutes).
 	Timeout = 5 * time.Minute
 	// applyTimeout bounds how long a client waits for raft at end of data.
 	applyTimeout = 2 * time.Minute
@@ -139,6 +145,10 @@ type Server struct {
 	// Enqueued, if set, is called after a message was put on the
 	// outbound queue (the queue runner's Kick).
 	Enqueued func()
+	// Timeouts are the session's time limits; a zero field takes its
+	// default (DefaultLoginTimeout, Timeout, DefaultDataTimeout,
+	// DefaultMinDataRate).
+	Timeouts deadline.Policy
 	// PEC, if set, is the PEC gestore: submissions of its users go to its
 	// access point, mail for its domains to its reception point.
 	PEC Gestore
@@ -207,7 +217,7 @@ func (s *Server) Serve(ln net.Listener, mode Mode) error {
 		ln.Close()
 		return fmt.Errorf("smtpd: unknown mode %d", int(mode))
 	}
-	inner := smtp.NewServer(&backend{srv: s, mode: mode})
+	inner := smtp.NewServer(timedBackend{&backend{srv: s, mode: mode}})
 	inner.Domain = s.hostname()
 	inner.MaxMessageBytes = s.maxBytes()
 	inner.MaxRecipients = MaxRecipients
@@ -216,8 +226,10 @@ func (s *Server) Serve(ln net.Listener, mode Mode) error {
 	// exceeds it, and Postfix accepts such lines: allow 64 KiB, which
 	// still bounds the memory one line can take.
 	inner.MaxLineLength = MaxLineLength
-	inner.ReadTimeout = Timeout
-	inner.WriteTimeout = Timeout
+	// go-smtp sets a read deadline each time it waits for the client;
+	// the connection's deadline.Conn replaces it with the policy's.
+	inner.ReadTimeout = s.timeouts().Session
+	inner.WriteTimeout = s.timeouts().Session
 	inner.AllowInsecureAuth = false
 	inner.TLSConfig = s.TLSConfig
 	inner.ErrorLog = errorLog{s.logger().With("mode", mode.String())}
@@ -315,13 +327,28 @@ func (s *Server) wakeIdle() {
 }
 
 // trackedConn is an accepted TCP connection the Server knows about, so that
-// Shutdown can end it. busy is set while a mail transaction is open.
+// Shutdown can end it. busy is set while a mail transaction is open. Its
+// Conn is the deadline.Conn that keeps the session's time limits.
 type trackedConn struct {
 	net.Conn
-	srv  *Server
-	busy atomic.Bool
-	once sync.Once
+	srv    *Server
+	guard  *deadline.Conn
+	busy   atomic.Bool
+	bdat   atomic.Bool // the transfer under way is BDAT's
+	hangUp atomic.Bool // close after the next write (readTimeout)
+	once   sync.Once
 }
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		err = c.readTimeout(err)
+	}
+	return n, err
+}
+
+// Unwrap gives the connection under c.
+func (c *trackedConn) Unwrap() net.Conn { return c.Conn }
 
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
@@ -351,7 +378,8 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 		// under it and redo the (not yet started) TLS on top.
 		raw, wasTLS = tc.NetConn(), true
 	}
-	t := &trackedConn{Conn: raw, srv: l.srv}
+	guard := deadline.New(raw, l.srv.timeouts())
+	t := &trackedConn{Conn: guard, srv: l.srv, guard: guard}
 	l.srv.mu.Lock()
 	l.srv.conns[t] = struct{}{}
 	l.srv.mu.Unlock()

@@ -115,6 +115,7 @@ hostname = "mail.$BENCH_DOMAIN"
 data_dir = "$dir/data"
 log_level = "info"
 max_connections_per_host = 1000
+max_unauthenticated_per_host = 1000
 
 [listen]
 $listen
