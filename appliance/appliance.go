@@ -159,6 +159,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
 		Enqueued:        runner.Kick,
+
+		RelayNetworks:         cfg.RelayPrefixes(),
+		MaxRejectedRecipients: cfg.MaxRejectedRecipients,
+		Postmaster:            cfg.Postmaster,
 	}
 	if gestore != nil {
 		smtpServer.PEC = gestore
