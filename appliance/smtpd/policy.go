@@ -119,10 +119,7 @@ func (s *session) checkHeader(header []byte) error {
 		if s.pecSender {
 			return nil
 		}
-		for _, f := range headerFields(header) {
-			if !strings.EqualFold(f.name, "From") && !strings.EqualFold(f.name, "Sender") {
-				continue
-			}
+		for _, f := range headerFields(header, "From", "Sender") {
 			addrs := fieldAddresses(f.value)
 			if len(addrs) == 0 {
 				s.log.Info("message refused: no address in a header field", "field", f.name, "value", f.value)
@@ -142,10 +139,7 @@ func (s *session) checkHeader(header []byte) error {
 	}
 	ctx, cancel := context.WithTimeout(s.srv.ctx, lookupTimeout)
 	defer cancel()
-	for _, f := range headerFields(header) {
-		if !strings.EqualFold(f.name, "From") {
-			continue
-		}
+	for _, f := range headerFields(header, "From") {
 		for _, a := range fieldAddresses(f.value) {
 			_, domain, _ := storage.SplitAddress(a)
 			hosted, err := s.srv.Store.IsLocalDomain(ctx, domain)
@@ -172,7 +166,7 @@ func (s *session) addedFields(header []byte, id string, now time.Time) []byte {
 		return nil
 	}
 	var hasID, hasDate bool
-	for _, f := range headerFields(header) {
+	for _, f := range headerFields(header, "Message-ID", "Date") {
 		hasID = hasID || strings.EqualFold(f.name, "Message-ID")
 		hasDate = hasDate || strings.EqualFold(f.name, "Date")
 	}
@@ -413,11 +407,14 @@ type headerField struct {
 	name, value string
 }
 
-// headerFields splits a header block into its fields: continuation lines
-// are joined to their field without their line ending; a line that is
-// neither a field nor a continuation is skipped.
-func headerFields(h []byte) []headerField {
+// headerFields returns the fields of a header block named in names
+// (compared case-insensitively; no names: every field), in order, each
+// value unfolded (continuation lines joined without their line ending). A
+// line that is neither a field nor a continuation is skipped. Only the
+// fields asked for are copied, however long the header.
+func headerFields(h []byte, names ...string) []headerField {
 	var out []headerField
+	var cur *headerField // the field being read, if wanted
 	for len(h) > 0 {
 		line := h
 		if i := bytes.IndexByte(h, '\n'); i >= 0 {
@@ -427,18 +424,29 @@ func headerFields(h []byte) []headerField {
 		}
 		line = bytes.TrimSuffix(line, []byte("\r"))
 		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			if len(out) > 0 {
-				out[len(out)-1].value += string(line)
+			if cur != nil {
+				cur.value += string(line)
 			}
 			continue
 		}
+		cur = nil
 		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || !fieldName(name) {
+		if !ok || !fieldName(name) || !wanted(name, names) {
 			continue
 		}
 		out = append(out, headerField{name: string(name), value: string(value)})
+		cur = &out[len(out)-1]
 	}
 	return out
+}
+
+func wanted(name []byte, names []string) bool {
+	for _, n := range names {
+		if len(name) == len(n) && strings.EqualFold(string(name), n) {
+			return true
+		}
+	}
+	return len(names) == 0
 }
 
 // fieldName reports whether b is a field name (RFC 5322 §3.6.8: printable

@@ -2,14 +2,16 @@ package smtpd
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 )
 
 // FuzzHeaderPolicy: reading a message's header for the sender checks never
-// panics; the header block is a prefix of the message; every address found
-// in From: has an "@" and no line break; and the fields added on submission,
+// panics; the header block is a prefix of the message; asking for From:
+// alone gives the From: fields of the whole list; every address found in
+// From: has an "@" and no line break; and the fields added on submission,
 // put in front, make a header with exactly one Message-ID: and one Date:.
 // The committed corpus is in testdata/fuzz/FuzzHeaderPolicy.
 func FuzzHeaderPolicy(f *testing.F) {
@@ -33,6 +35,7 @@ func FuzzHeaderPolicy(f *testing.F) {
 		if !bytes.HasPrefix(msg, h) {
 			t.Fatalf("header block %q is not a prefix of the message", h)
 		}
+		var froms []headerField
 		for _, fl := range headerFields(h) {
 			if fl.name == "" || strings.ContainsAny(fl.name, " \t:\r\n") {
 				t.Fatalf("field name %q", fl.name)
@@ -40,11 +43,15 @@ func FuzzHeaderPolicy(f *testing.F) {
 			if !strings.EqualFold(fl.name, "From") {
 				continue
 			}
+			froms = append(froms, fl)
 			for _, a := range fieldAddresses(fl.value) {
 				if !strings.Contains(a, "@") || strings.ContainsAny(a, "\r\n") {
 					t.Fatalf("address %q from %q", a, fl.value)
 				}
 			}
+		}
+		if only := headerFields(h, "from"); !reflect.DeepEqual(only, froms) {
+			t.Fatalf("the From: fields alone %q, among all %q", only, froms)
 		}
 		added := sess.addedFields(h, "ABCDEFGHIJKLMNOP", now)
 		var ids, dates int
