@@ -335,9 +335,7 @@ func (s *session) Data(r io.Reader) error {
 	if err := s.checkHeader(header); err != nil {
 		return err
 	}
-	if add := s.addedFields(header, id, now); add != nil {
-		body = append(add, body...)
-	}
+	added := s.addedFields(header, id, now) // go after Received:, below
 	var verdict scan.Verdict
 	if s.srv.Scanner != nil {
 		ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
@@ -380,7 +378,7 @@ func (s *session) Data(r io.Reader) error {
 	recv := received(receivedInfo{
 		helo: s.conn.Hostname(), remote: s.remote, by: s.srv.hostname(),
 		tls: cs, auth: s.user != nil, id: id, rcpt: forRcpt, at: now,
-	})
+	}) + string(added)
 	if s.srv.PEC != nil {
 		if reply, handled := s.pecData(id, now, cs != nil, recv, body, verdict.Virus); handled {
 			return reply
