@@ -248,25 +248,24 @@ const lingerTimeout = 2 * time.Second
 // the client still sends is read and dropped until it closes too, for at
 // most lingerTimeout and 1 MiB.
 func (c *trackedConn) lingerClose() {
-	if closeWrite(c.Conn) == nil {
-		c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
-		io.CopyN(io.Discard, c.Conn, 1<<20)
+	// On the TCP connection itself: a wrapper may manage its deadlines.
+	raw := innermost(c.Conn)
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		raw.SetReadDeadline(time.Now().Add(lingerTimeout))
+		io.CopyN(io.Discard, raw, 1<<20)
 	}
 	c.Close()
 }
 
-// closeWrite shuts the write side of the TCP connection under c (through
-// wrappers such as connlimit's that have an Unwrap method).
-func closeWrite(c net.Conn) error {
+// innermost is the connection under c's wrappers (those with an Unwrap
+// method, such as connlimit's).
+func innermost(c net.Conn) net.Conn {
 	for {
-		switch w := c.(type) {
-		case interface{ CloseWrite() error }:
-			return w.CloseWrite()
-		case interface{ Unwrap() net.Conn }:
-			c = w.Unwrap()
-		default:
-			return errors.New("no CloseWrite")
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			return c
 		}
+		c = u.Unwrap()
 	}
 }
 
