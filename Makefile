@@ -36,6 +36,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./storage/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./appliance/bytesize/
 	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/pop3d/
+	$(GO) test -run '^$$' -fuzz FuzzHeaderPolicy -fuzztime 30s ./appliance/smtpd/
 	$(GO) test -run '^$$' -fuzz FuzzRendering -fuzztime 30s ./appliance/imapd/
 	$(GO) test -run '^$$' -fuzz FuzzVerifyMIME -fuzztime 30s ./appliance/signer/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./appliance/pecverify/

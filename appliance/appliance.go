@@ -165,6 +165,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Now:             opts.Now,
 		Enqueued:        runner.Kick,
 		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.SMTP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
+
+		RelayNetworks:         cfg.RelayPrefixes(),
+		MaxRejectedRecipients: cfg.MaxRejectedRecipients,
+		Postmaster:            cfg.Postmaster,
 	}
 	if gestore != nil {
 		smtpServer.PEC = gestore

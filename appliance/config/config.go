@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -45,6 +46,8 @@ type Config struct {
 	// MinFreeBytes is the free disk space under which new mail is refused
 	// with a temporary error; 0 means 1.5 × max_message_bytes, as Postfix.
 	MinFreeBytes int64 `toml:"min_free_bytes"`
+	// SMTP policy (see SMTPPolicy below).
+	SMTPPolicy
 	// Signer says where the PEC gestore's signing key is.
 	Signer Signer `toml:"signer"`
 	// PEC describes this gestore.
@@ -53,6 +56,62 @@ type Config struct {
 	Scan Scan `toml:"scan"`
 	// ACME, when set, gets the listeners' certificates from an ACME CA.
 	ACME *ACME `toml:"acme"`
+}
+
+// SMTPPolicy is the top-level keys of the SMTP server's policy.
+type SMTPPolicy struct {
+	// RelayNetworks are client networks (CIDR, or a single address) that
+	// may send mail from the hosted domains' addresses to port 25 without
+	// authentication (an application server); default none. They are
+	// not a relay: mail for other domains still needs AUTH.
+	RelayNetworks []string `toml:"relay_networks"`
+	// MaxRejectedRecipients is how many refused recipients a connection
+	// may have before 421 and the end of the connection (default 20).
+	MaxRejectedRecipients int `toml:"max_rejected_recipients"`
+	// Postmaster is the mailbox that gets mail for postmaster (RFC 5321
+	// §4.5.1). Default: postmaster@<domain> if it is a mailbox, and
+	// postmaster@<hostname> for a bare "postmaster"; else refused.
+	Postmaster string `toml:"postmaster"`
+}
+
+// RelayPrefixes is relay_networks, parsed (Validate has checked it).
+func (p SMTPPolicy) RelayPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range p.RelayNetworks {
+		if pr, err := parseNetwork(n); err == nil {
+			out = append(out, pr)
+		}
+	}
+	return out
+}
+
+func parseNetwork(n string) (netip.Prefix, error) {
+	if strings.Contains(n, "/") {
+		p, err := netip.ParsePrefix(n)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(n)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+func (p SMTPPolicy) validate() error {
+	for _, n := range p.RelayNetworks {
+		if _, err := parseNetwork(n); err != nil {
+			return fmt.Errorf("relay_networks: %q is not a network (\"192.0.2.0/24\", \"2001:db8::/32\" or one address)", n)
+		}
+	}
+	if p.MaxRejectedRecipients < 0 {
+		return fmt.Errorf("max_rejected_recipients must not be negative, not %d", p.MaxRejectedRecipients)
+	}
+	if p.Postmaster != "" {
+		if i := strings.LastIndexByte(p.Postmaster, '@'); i <= 0 || i == len(p.Postmaster)-1 || strings.ContainsAny(p.Postmaster, " <>") {
+			return fmt.Errorf("postmaster %q is not a mailbox address", p.Postmaster)
+		}
+	}
+	return nil
 }
 
 // Timeouts is the [timeouts] table: how long a client may keep a
@@ -343,6 +402,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MinFreeBytes < 0 {
 		return fmt.Errorf("min_free_bytes must not be negative, not %d", c.MinFreeBytes)
+	}
+	if err := c.SMTPPolicy.validate(); err != nil {
+		return err
 	}
 	if c.MaxConnections < 1 || c.MaxConnectionsPerHost < 1 {
 		return errors.New("max_connections and max_connections_per_host must be at least 1")

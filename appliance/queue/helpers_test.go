@@ -286,6 +286,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func testMessage(subject string) string {
-	return "From: alice@a.test\r\nTo: bob@b.test\r\nSubject: " + subject + "\r\nMessage-ID: <" +
+	// Complete (Date: and Message-ID:), so that submission adds nothing.
+	return "From: alice@a.test\r\nTo: bob@b.test\r\nSubject: " + subject + "\r\nDate: Tue, 4 Mar 2025 06:00:00 +0100\r\nMessage-ID: <" +
 		strings.ReplaceAll(subject, " ", ".") + "@client.test>\r\n\r\nHello from A.\r\n"
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -54,7 +55,7 @@ type env struct {
 	mbox     map[string]int64
 }
 
-func newEnv(t *testing.T, maxBytes int64) *env {
+func newEnv(t *testing.T, maxBytes int64, opts ...func(*Server)) *env {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(t.TempDir(), "db.sqlite"))
 	if err != nil {
@@ -87,6 +88,9 @@ func newEnv(t *testing.T, maxBytes int64) *env {
 		Logger:          testLogger(t),
 		Now:             func() time.Time { return time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC) },
 		Enqueued:        func() { e.enqueued.Add(1) },
+	}
+	for _, o := range opts {
+		o(e.srv)
 	}
 	e.serveErr = make(chan error, 3)
 	listen := func(mode Mode) string {
@@ -228,6 +232,20 @@ type raw struct {
 func dialRaw(t *testing.T, addr string) *raw {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := &raw{t: t, c: c, r: bufio.NewReader(c)}
+	r.expect("220")
+	return r
+}
+
+// dialRawTLS is dialRaw over implicit TLS (port 465).
+func dialRawTLS(t *testing.T, addr string, conf *tls.Config) *raw {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, conf)
 	if err != nil {
 		t.Fatal(err)
 	}

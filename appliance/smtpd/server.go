@@ -6,37 +6,47 @@
 //     uses the submission ports). Recipients must be mailboxes of a hosted
 //     domain: an unknown user is refused with 550 5.1.1 and any other
 //     domain with 554 5.7.1 (no open relay). The null sender <> is
-//     accepted, for bounces.
+//     accepted, for bounces; a sender in a hosted domain, in MAIL FROM or
+//     in From:, is refused with 550 5.7.1 (its users authenticate on the
+//     submission ports), unless the client is in RelayNetworks. Mail for
+//     "postmaster" and postmaster@<hosted domain> goes to Postmaster.
 //   - Submission (port 587): STARTTLS, then AUTH PLAIN or LOGIN, which is
 //     only offered and accepted once the connection is protected (go-smtp
 //     answers an AUTH before STARTTLS with 523 5.7.10).
 //   - Submissions (port 465): implicit TLS, then AUTH PLAIN or LOGIN.
 //
 // On the submission ports a client must authenticate before MAIL (530
-// 5.7.0), the envelope sender must be the authenticated mailbox's address,
-// compared case-insensitively (553 5.7.1), and recipients in other domains
-// go on the outbound queue. Passwords are checked by accounts.Authenticator,
-// which applies the shared auth-failure penalty.
+// 5.7.0), the envelope sender and every address of From: and Sender: must
+// be the authenticated mailbox's address, compared case-insensitively (553
+// 5.7.1, after the data for the header; a PEC user's From: is judged by the
+// access point), a message without Message-ID: or Date: gets them, and
+// recipients in other domains go on the outbound queue. Passwords are
+// checked by accounts.Authenticator, which applies the shared auth-failure
+// penalty.
 //
 // Limits: MaxMessageBytes (552 5.3.4, also refused at MAIL when SIZE= says
-// so), 100 recipients (452 4.5.3), a local recipient's quota (552 5.2.2 at
-// RCPT; a recipient that went over quota between RCPT and the end of data
-// gets a DSN, or 552 if every recipient did), 2000-byte lines (500, then the
-// connection is closed), and time limits (Server.Timeouts, package
-// deadline): 30 s for each command before AUTH on the submission ports and
-// before MAIL on the inbound port (the TLS handshake included), 5 minutes
-// after; a message's data may pause 5 minutes and must average 500 bytes/s.
-// A client out of time gets 421 4.4.2 and is disconnected. A misbehaving
-// client only ever affects its own connection.
+// so), 100 recipients (452 4.5.3), MaxRejectedRecipients refused
+// recipients per connection (then 421 4.7.0 and the connection is closed),
+// a local recipient's quota (552 5.2.2 at RCPT when the mailbox is full or
+// SIZE= says the message will not fit in its quota and a 10 % grace; at the
+// end of data, 552 if no recipient can take it, and otherwise no bounce on
+// port 25, see quotaTargets), 64 KiB lines (500, then the connection is
+// closed), and time limits (Server.Timeouts, package deadline): 30 s for
+// each command before AUTH on the submission ports and before MAIL on the
+// inbound port (the TLS handshake included), 5 minutes after; a message's
+// data may pause 5 minutes and must average 500 bytes/s. A client out of
+// time gets 421 4.4.2 and is disconnected. A misbehaving client only ever
+// affects its own connection.
 //
 // A message is stored with one storage.Deliver command: a copy per local
-// recipient (quota enforced) and the outbound queue item for the remote
+// recipient (quota decided just before) and the outbound queue item for the remote
 // ones, in one transaction. The client gets 250 only after that command is
 // applied through raft; if it cannot be applied the client gets 451 4.3.0
 // and nothing is stored. A Received: header (and, on local delivery,
 // Return-Path:) is prepended the way Postfix writes them (without reverse
 // DNS; the protocol is always ESMTP[S][A], as go-smtp does not tell HELO
-// from EHLO); the message itself is stored byte for byte, malformed or not.
+// from EHLO); the message itself is stored byte for byte, malformed or not
+// (but for the fields added on submission).
 //
 // With a PEC gestore (Server.PEC), a message submitted by a user of a PEC
 // domain goes to its access point, and recipients in PEC domains of ours
@@ -47,9 +57,8 @@
 //
 // It is not a delivery agent for remote mail (package queue is), not a
 // spam or virus filter (no SPF, DKIM or DMARC either), and it does not
-// implement SMTPUTF8, BINARYMIME, the DSN extension, aliases, the bare
-// "postmaster" recipient, or VRFY/EXPN. CHUNKING (BDAT) works, through
-// go-smtp.
+// implement SMTPUTF8, BINARYMIME, the DSN extension, aliases, or
+// VRFY/EXPN. CHUNKING (BDAT) works, through go-smtp.
 package smtpd
 
 import (
@@ -59,6 +68,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,6 +166,16 @@ type Server struct {
 	// ordinary mail gets 554; a scanner that gives no verdict, 451 (when
 	// scanning is required). PEC traffic is judged by the gestore.
 	Scanner Scanner
+	// RelayNetworks are the client networks that may, on port 25 and
+	// without authentication, use the hosted domains' addresses in MAIL
+	// FROM and From: (an application server); they are not a relay.
+	RelayNetworks []netip.Prefix
+	// MaxRejectedRecipients is how many recipients a connection may have
+	// refused before 421 and the end of the connection (default 20).
+	MaxRejectedRecipients int
+	// Postmaster is the mailbox that gets mail for "postmaster" and for
+	// postmaster@<hosted domain> without a mailbox of its own.
+	Postmaster string
 
 	mu        sync.Mutex
 	closing   bool
@@ -335,8 +355,10 @@ type trackedConn struct {
 	guard  *deadline.Conn
 	busy   atomic.Bool
 	bdat   atomic.Bool // the transfer under way is BDAT's
-	hangUp atomic.Bool // close after the next write (readTimeout)
+	hangUp atomic.Bool // close after the next write (readTimeout, policy.go's hangUp)
 	once   sync.Once
+	// rejected counts the recipients refused on the connection (policy.go).
+	rejected atomic.Int32
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {

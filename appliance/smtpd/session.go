@@ -75,6 +75,9 @@ type session struct {
 
 	user *storage.Mailbox // set by AUTH
 
+	rejected int  // recipients refused, when there is no trackedConn to count them
+	hungUp   bool // answered 421 for too many rejected recipients
+
 	// The transaction.
 	from      string
 	pecSender bool  // a PEC user submitting: the access point's
@@ -205,14 +208,11 @@ func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
-	if s.mode != Inbound {
-		if s.user == nil {
-			return errAuthRequired
-		}
-		if !sameAddress(from, s.user.Address) {
-			s.log.Info("sender refused: not the authenticated user's address", "from", from)
-			return replyf(553, smtp.EnhancedCode{5, 7, 1}, "<%s>: Sender address rejected: not owned by user %s", from, s.user.Address)
-		}
+	if s.rejectedLimitReached() {
+		return s.hangUp()
+	}
+	if err := s.checkSender(from); err != nil {
+		return err
 	}
 	if s.srv.StorageCheck != nil {
 		if err := s.srv.StorageCheck(); err != nil {
@@ -238,9 +238,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+// rcpt is RCPT TO without the count of refusals (Rcpt, in policy.go).
+func (s *session) rcpt(to string, _ *smtp.RcptOptions) error {
 	ctx, cancel := context.WithTimeout(s.srv.ctx, lookupTimeout)
 	defer cancel()
+	to, err := s.postmaster(ctx, to)
+	if err != nil {
+		return err
+	}
 	localPart, domain, ok := storage.SplitAddress(to)
 	if !ok || strings.ContainsFunc(localPart, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return replyf(501, smtp.EnhancedCode{5, 1, 3}, "<%s>: Bad recipient address syntax", to)
@@ -292,7 +297,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.log.Error("recipient lookup failed", "to", to, "err", err)
 		return errTempFailure
 	}
-	if mb.QuotaBytes > 0 && (mb.UsedBytes >= mb.QuotaBytes || (s.size > 0 && mb.UsedBytes+s.size > mb.QuotaBytes)) {
+	if !fits(mb, s.size) {
 		s.log.Info("recipient over quota", "to", to, "used", mb.UsedBytes, "quota", mb.QuotaBytes, "size", s.size)
 		return replyf(552, smtp.EnhancedCode{5, 2, 2}, "<%s>: Mailbox full", to)
 	}
@@ -326,6 +331,11 @@ func (s *session) Data(r io.Reader) error {
 
 	now := s.srv.now()
 	id := queue.NewID()
+	header := headerBlock(body)
+	if err := s.checkHeader(header); err != nil {
+		return err
+	}
+	added := s.addedFields(header, id, now) // go after Received:, below
 	var verdict scan.Verdict
 	if s.srv.Scanner != nil {
 		ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
@@ -343,18 +353,18 @@ func (s *session) Data(r io.Reader) error {
 			s.log.Warn("virus found", "id", id, "from", s.from, "virus", verdict.Virus, "size", len(body))
 		}
 	}
-	var targets []storage.Target
+	var locals []recipient
 	var remote []string
 	for _, rc := range s.rcpts {
 		if rc.mailbox != 0 {
-			targets = append(targets, storage.Target{MailboxID: rc.mailbox, EnforceQuota: true})
+			locals = append(locals, rc)
 		} else {
 			remote = append(remote, rc.addr)
 		}
 	}
 
 	var hdr bytes.Buffer
-	if len(targets) > 0 {
+	if len(locals) > 0 {
 		fmt.Fprintf(&hdr, "Return-Path: <%s>\r\n", s.from)
 	}
 	var cs *tls.ConnectionState
@@ -368,7 +378,7 @@ func (s *session) Data(r io.Reader) error {
 	recv := received(receivedInfo{
 		helo: s.conn.Hostname(), remote: s.remote, by: s.srv.hostname(),
 		tls: cs, auth: s.user != nil, id: id, rcpt: forRcpt, at: now,
-	})
+	}) + string(added)
 	if s.srv.PEC != nil {
 		if reply, handled := s.pecData(id, now, cs != nil, recv, body, verdict.Virus); handled {
 			return reply
@@ -381,12 +391,21 @@ func (s *session) Data(r io.Reader) error {
 	data := make([]byte, 0, hdr.Len()+len(body))
 	data = append(append(data, hdr.Bytes()...), body...)
 
+	ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
+	defer cancel()
+	targets, over, err := s.quotaTargets(ctx, locals, int64(len(data)))
+	if err != nil {
+		s.log.Error("quota lookup failed", "id", id, "err", err)
+		return errTempFailure
+	}
+	if len(targets) == 0 && len(remote) == 0 {
+		s.log.Info("message refused: every recipient over quota", "id", id, "from", s.from)
+		return errMailboxFull
+	}
 	cmd := &storage.Deliver{Targets: targets, InternalDate: now.Unix(), Data: data}
 	if len(remote) > 0 {
 		cmd.Outbound = &storage.Outbound{ID: id, Sender: s.from, Recipients: remote, NextAttempt: now.Unix()}
 	}
-	ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
-	defer cancel()
 	v, err := s.srv.Proposer.Apply(ctx, cmd)
 	if err != nil {
 		s.log.Error("message not stored", "id", id, "from", s.from, "err", err)
@@ -400,22 +419,8 @@ func (s *session) Data(r io.Reader) error {
 	}
 
 	res, _ := v.(*storage.DeliverResult)
-	if res != nil && len(res.OverQuota) > 0 {
-		over := map[int64]bool{}
-		for _, id := range res.OverQuota {
-			over[id] = true
-		}
-		if len(res.Placed) == 0 && cmd.Outbound == nil {
-			s.log.Info("message refused: every recipient over quota", "id", id, "from", s.from)
-			return errMailboxFull
-		}
-		var failures []queue.Failure
-		for _, rc := range s.rcpts {
-			if rc.mailbox != 0 && over[rc.mailbox] {
-				failures = append(failures, queue.Failure{Recipient: rc.addr, Status: "5.2.2", Diagnostic: "mailbox full"})
-			}
-		}
-		s.bounce(ctx, id, now, data, failures)
+	if len(over) > 0 {
+		s.bounce(ctx, id, now, data, overQuotaFailures(over))
 	}
 	if cmd.Outbound != nil && s.srv.Enqueued != nil {
 		s.srv.Enqueued()
@@ -431,8 +436,9 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 }
 
-// bounce reports recipients that lost a race with their quota between RCPT
-// and the end of data; the message was accepted for the others.
+// bounce reports to an authenticated sender the recipients that turned out
+// to be over quota at the end of data; the message was accepted for the
+// others.
 func (s *session) bounce(ctx context.Context, id string, now time.Time, data []byte, failures []queue.Failure) {
 	cmd, queued, err := queue.BounceCommand(ctx, s.srv.Store, queue.Bounce{
 		Hostname: s.srv.hostname(), Sender: s.from, QueueID: id, Arrival: now, Failures: failures, Original: data,

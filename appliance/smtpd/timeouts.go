@@ -138,8 +138,8 @@ func (c *trackedConn) readTimeout(err error) error {
 
 func (c *trackedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if c.hangUp.Load() {
-		c.Conn.Close()
+	if c.hangUp.Swap(false) {
+		c.lingerClose()
 	}
 	return n, err
 }
