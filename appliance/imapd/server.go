@@ -42,6 +42,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/inflight"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -64,6 +66,11 @@ type Server struct {
 	// Now is the clock (internal date of APPEND when none is given); nil
 	// means time.Now.
 	Now func() time.Time
+	// Spool is where APPEND writes a message as it arrives (required).
+	Spool *spool.Dir
+	// Budget, if set, bounds the bytes of messages in memory at once: an
+	// APPEND waits for room, and gets NO [UNAVAILABLE] when none came.
+	Budget *inflight.Budget
 
 	mu        sync.Mutex
 	imap      *imapserver.Server
@@ -151,6 +158,10 @@ func (s *Server) initLocked() {
 // *tls.Conn already (a tls.NewListener), which are used as they are.
 // Without it, clients must use STARTTLS before they may log in.
 func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
+	if s.Spool == nil {
+		ln.Close()
+		return errors.New("imapd: Server needs a Spool")
+	}
 	if implicitTLS {
 		if s.TLSConfig == nil {
 			ln.Close()

@@ -19,6 +19,7 @@ import (
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/apptest"
 	"sigillo/appliance/passwd"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -56,6 +57,13 @@ type env struct {
 
 func newEnv(t *testing.T, maxBytes int64) *env {
 	t.Helper()
+	return newEnvWith(t, maxBytes, nil)
+}
+
+// newEnvWith is newEnv with a chance to set more of the Server before it
+// serves.
+func newEnvWith(t *testing.T, maxBytes int64, configure func(*Server)) *env {
+	t.Helper()
 	store, err := storage.Open(filepath.Join(t.TempDir(), "db.sqlite"))
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +85,12 @@ func newEnv(t *testing.T, maxBytes int64) *env {
 	// full@ is over its quota already (delivered without enforcement).
 	e.prop.Must(t, &storage.Deliver{Targets: []storage.Target{{MailboxID: e.mbox["full@example.test"]}}, Data: bytes.Repeat([]byte("x"), 200)})
 
+	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.srv = &Server{
+		Spool:           sp,
 		Hostname:        testHost,
 		Store:           store,
 		Proposer:        e.prop,
@@ -87,6 +100,9 @@ func newEnv(t *testing.T, maxBytes int64) *env {
 		Logger:          testLogger(t),
 		Now:             func() time.Time { return time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC) },
 		Enqueued:        func() { e.enqueued.Add(1) },
+	}
+	if configure != nil {
+		configure(e.srv)
 	}
 	e.serveErr = make(chan error, 3)
 	listen := func(mode Mode) string {
