@@ -29,12 +29,15 @@ import (
 	"sigillo/appliance/control"
 	"sigillo/appliance/diskguard"
 	"sigillo/appliance/imapd"
+	"sigillo/appliance/inflight"
 	"sigillo/appliance/legallog"
+	"sigillo/appliance/memlimit"
 	"sigillo/appliance/pec"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/scan"
 	"sigillo/appliance/smtpd"
+	"sigillo/appliance/spool"
 	"sigillo/appliance/tlsmgr"
 	"sigillo/raftfsm"
 	"sigillo/storage"
@@ -77,6 +80,23 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// Memory: the bytes of messages in memory at once are bounded by the
+	// in-flight budget, and the Go runtime's soft limit follows it.
+	machine := memlimit.Detect()
+	inflightBytes := cfg.MaxInflightBytes
+	if inflightBytes == 0 {
+		inflightBytes = memlimit.DefaultBudget(machine, cfg.MaxMessageBytes)
+	}
+	budget := inflight.New(inflightBytes, inflight.DefaultMaxWait)
+	memLimit, memLimitFromEnv := memlimit.SetLimit(inflightBytes, os.Getenv)
+	log.Info("memory", "machine", memlimit.Describe(machine), "max_inflight_bytes", inflightBytes,
+		"go_memory_limit", memLimit, "go_memory_limit_from_GOMEMLIMIT", memLimitFromEnv)
+	// Messages being received wait on disk, not in memory.
+	spoolDir, err := spool.Open(filepath.Join(cfg.DataDir, "spool"))
+	if err != nil {
+		return err
+	}
+
 	store, err := storage.Open(DatabaseFile(cfg))
 	if err != nil {
 		return err
@@ -113,6 +133,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// log or the database would run out of room.
 	guard := &diskguard.Guard{Dir: cfg.DataDir, MinFree: cfg.MinFree()}
 	mailWriter := diskguard.Guarded{Next: node, Guard: guard}
+	// Nor may messages being received fill it.
+	spoolDir.Check = guard.Check
 
 	limiter := authlimit.Default()
 	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
@@ -155,6 +177,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Auth:            auth,
 		TLSConfig:       tlsConf(),
 		MaxMessageBytes: cfg.MaxMessageBytes,
+		Spool:           spoolDir,
+		Budget:          budget,
 		StorageCheck:    guard.Check,
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
@@ -176,6 +200,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		TLSConfig:       tlsConf(),
 		Logger:          log.With("component", "imap"),
 		MaxMessageBytes: cfg.MaxMessageBytes,
+		Spool:           spoolDir,
+		Budget:          budget,
 		Now:             opts.Now,
 	}
 	pop3Server := &pop3d.Server{
@@ -302,6 +328,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// ACME runs on every node: certmagic's locks in the replicated store
 	// let one of them talk to the CA, and all serve the result.
 	jobsCtx, stopJobs := context.WithCancel(ctx)
+	// After a burst of large messages, their memory goes back to the
+	// system at once rather than at the runtime's next forced collection.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		memlimit.GiveBack(jobsCtx, budget, min(16<<20, inflightBytes/4), 10*time.Second, log.With("component", "memory"))
+	}()
 	if acme != nil {
 		wg.Add(1)
 		go func() {

@@ -38,6 +38,11 @@ type Config struct {
 	// MinFreeBytes is the free disk space under which new mail is refused
 	// with a temporary error; 0 means 1.5 × max_message_bytes, as Postfix.
 	MinFreeBytes int64 `toml:"min_free_bytes"`
+	// MaxInflightBytes bounds the bytes of messages held in memory at
+	// once, all front ends together; past it a message waits, then gets a
+	// temporary error. 0 means sized from the machine's memory (package
+	// memlimit).
+	MaxInflightBytes int64 `toml:"max_inflight_bytes"`
 	// Signer says where the PEC gestore's signing key is.
 	Signer Signer `toml:"signer"`
 	// PEC describes this gestore.
@@ -266,6 +271,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MinFreeBytes < 0 {
 		return fmt.Errorf("min_free_bytes must not be negative, not %d", c.MinFreeBytes)
+	}
+	if c.MaxInflightBytes < 0 {
+		return fmt.Errorf("max_inflight_bytes must not be negative, not %d (0: sized from the machine's memory)", c.MaxInflightBytes)
 	}
 	if c.MaxConnections < 1 || c.MaxConnectionsPerHost < 1 {
 		return errors.New("max_connections and max_connections_per_host must be at least 1")
