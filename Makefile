@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzOriginal -fuzztime 30s ./appliance/pec/
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime 30s ./appliance/pec/
 	$(GO) test -run '^$$' -fuzz FuzzSubmit -fuzztime 30s ./appliance/pec/
+	$(GO) test -run '^$$' -fuzz FuzzHeaderSection -fuzztime 30s ./appliance/spool/
 
 clean:
 	rm -rf bin

@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -243,7 +244,30 @@ func serve(cfg config.Config, command string, stdout, stderr io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// SIGILLO_MEMPROFILE=FILE: a heap profile written at exit, for `go
+	// tool pprof -sample_index=alloc_space` (where every copy of a message
+	// was made) or inuse_space (what was still held at the end).
+	if path := os.Getenv("SIGILLO_MEMPROFILE"); path != "" {
+		defer func() {
+			if err := writeHeapProfile(path); err != nil {
+				logger.Error("SIGILLO_MEMPROFILE", "err", err)
+			}
+		}()
+	}
 	return appliance.Run(ctx, cfg, appliance.Options{Logger: logger, Out: stdout, Command: command})
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC() // the in-use figures as of now
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func call(cfg config.Config, op string, args map[string]string, out any) error {

@@ -126,8 +126,12 @@ func (in *instance) saveConfig() {
 	for _, l := range []string{"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "https"} {
 		fmt.Fprintf(&listen, "%s = \"127.0.0.1:%d\"\n", l, in.ports[l])
 	}
-	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\nmax_message_bytes = 1048576\nlog_level = \"debug\"\n%s\n\n[listen]\n%s\n%s",
-		in.name, filepath.Join(in.dir, "data"), in.top, listen.String(), in.extra)
+	size := "max_message_bytes = 1048576\n"
+	if strings.Contains(in.top, "max_message_bytes") {
+		size = "" // the scenario sets its own
+	}
+	conf := fmt.Sprintf("hostname = %q\ndata_dir = %q\n%slog_level = \"debug\"\n%s\n\n[listen]\n%s\n%s",
+		in.name, filepath.Join(in.dir, "data"), size, in.top, listen.String(), in.extra)
 	if err := os.WriteFile(in.config, []byte(conf), 0o600); err != nil {
 		in.t.Fatal(err)
 	}

@@ -30,12 +30,15 @@ import (
 	"sigillo/appliance/deadline"
 	"sigillo/appliance/diskguard"
 	"sigillo/appliance/imapd"
+	"sigillo/appliance/inflight"
 	"sigillo/appliance/legallog"
+	"sigillo/appliance/memlimit"
 	"sigillo/appliance/pec"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/scan"
 	"sigillo/appliance/smtpd"
+	"sigillo/appliance/spool"
 	"sigillo/appliance/tlsmgr"
 	"sigillo/raftfsm"
 	"sigillo/storage"
@@ -81,6 +84,23 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// Memory: the bytes of messages in memory at once are bounded by the
+	// in-flight budget, and the Go runtime's soft limit follows it.
+	machine := memlimit.Detect()
+	inflightBytes := cfg.MaxInflightBytes
+	if inflightBytes == 0 {
+		inflightBytes = memlimit.DefaultBudget(machine, cfg.MaxMessageBytes)
+	}
+	budget := inflight.New(inflightBytes, inflight.DefaultMaxWait)
+	memLimit, memLimitFromEnv := memlimit.SetLimit(inflightBytes, os.Getenv)
+	log.Info("memory", "machine", memlimit.Describe(machine), "max_inflight_bytes", inflightBytes,
+		"go_memory_limit", memLimit, "go_memory_limit_from_GOMEMLIMIT", memLimitFromEnv)
+	// Messages being received wait on disk, not in memory.
+	spoolDir, err := spool.Open(filepath.Join(cfg.DataDir, "spool"))
+	if err != nil {
+		return err
+	}
+
 	store, err := storage.Open(DatabaseFile(cfg))
 	if err != nil {
 		return err
@@ -117,6 +137,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// log or the database would run out of room.
 	guard := &diskguard.Guard{Dir: cfg.DataDir, MinFree: cfg.MinFree()}
 	mailWriter := diskguard.Guarded{Next: node, Guard: guard}
+	// Nor may messages being received fill it.
+	spoolDir.Check = guard.Check
 
 	limiter := authlimit.Default()
 	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
@@ -160,6 +182,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Auth:            auth,
 		TLSConfig:       tlsConf(),
 		MaxMessageBytes: cfg.MaxMessageBytes,
+		Spool:           spoolDir,
+		Budget:          budget,
 		StorageCheck:    guard.Check,
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
@@ -186,6 +210,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		TLSConfig:       tlsConf(),
 		Logger:          log.With("component", "imap"),
 		MaxMessageBytes: cfg.MaxMessageBytes,
+		Spool:           spoolDir,
+		Budget:          budget,
 		Now:             opts.Now,
 		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.IMAP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
 	}
@@ -322,6 +348,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// ACME runs on every node: certmagic's locks in the replicated store
 	// let one of them talk to the CA, and all serve the result.
 	jobsCtx, stopJobs := context.WithCancel(ctx)
+	// After a burst of large messages, their memory goes back to the
+	// system at once rather than at the runtime's next forced collection.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		memlimit.GiveBack(jobsCtx, budget, min(16<<20, inflightBytes/4), 10*time.Second, log.With("component", "memory"))
+	}()
 	if acme != nil {
 		wg.Add(1)
 		go func() {

@@ -101,13 +101,13 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		return nil, err
 	}
 
-	logStore, err := raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
+	logStore, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"), BoltOptions: boltOptions()})
 	if err != nil {
 		return nil, fmt.Errorf("raft log store: %w", err)
 	}
-	// Entries carry whole messages: keep the cache small (32 entries of up
-	// to max_message_bytes each).
-	cache, err := raft.NewLogCache(32, logStore)
+	// Entries carry whole messages: cache only the small ones, and keep
+	// raft.db's map from holding them (see logStore).
+	cache, err := newLogStore(32, logStore, filepath.Join(cfg.Dir, "raft.db"))
 	if err != nil {
 		logStore.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
@@ -144,7 +144,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		}
 		logger.Info("bootstrapped a one-node cluster", "node", cfg.NodeID)
 	}
-	r, err := raft.NewRaft(rc, f, cache, logStore, snaps, transport)
+	r, err := raft.NewRaft(rc, f, cache, cache, snaps, transport)
 	if err != nil {
 		logStore.Close()
 		return nil, fmt.Errorf("start raft: %w", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -20,32 +21,86 @@ type Command interface {
 	apply(tx *txn) (any, error)
 }
 
-// payloader is a command that carries a large opaque payload (message
-// content) outside its JSON body, so the log does not hold it base64-encoded.
+// payloader is a command that carries large opaque payloads (message
+// contents) outside its JSON body, so the log does not hold them
+// base64-encoded. payload gives them in order (nothing is copied); Decode
+// hands the concatenation back to setPayload.
 type payloader interface {
-	payload() []byte
+	payload() [][]byte
 	setPayload([]byte)
+}
+
+// Source is message content held outside memory: a spool file. A Deliver
+// with a Tail is encoded by reading it straight into the log entry.
+type Source interface {
+	io.ReaderAt
+	Size() int64
+}
+
+// tailer is a payloader whose payload ends with content still on disk.
+type tailer interface {
+	payloadTail() Source
 }
 
 // Encode serialises a command for the raft log:
 // uvarint(len op) op uvarint(len json) json payload.
+// The result is one buffer of exactly its length: a message's content is
+// copied into it once, from memory or from its Source.
 func Encode(c Command) ([]byte, error) {
 	body, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", c.Op(), err)
 	}
-	var p []byte
+	var parts [][]byte
 	if pl, ok := c.(payloader); ok {
-		p = pl.payload()
+		parts = pl.payload()
+	}
+	var tail Source
+	if t, ok := c.(tailer); ok {
+		tail = t.payloadTail()
 	}
 	op := c.Op()
-	buf := make([]byte, 0, 2*binary.MaxVarintLen64+len(op)+len(body)+len(p))
+	n := uvarintLen(uint64(len(op))) + len(op) + uvarintLen(uint64(len(body))) + len(body)
+	for _, p := range parts {
+		n += len(p)
+	}
+	var tailSize int
+	if tail != nil {
+		size := tail.Size()
+		if size < 0 || size > int64(maxEntry-n) {
+			return nil, fmt.Errorf("encode %s: content of %d bytes is too large", op, size)
+		}
+		tailSize = int(size)
+	}
+	buf := make([]byte, 0, n+tailSize)
 	buf = binary.AppendUvarint(buf, uint64(len(op)))
 	buf = append(buf, op...)
 	buf = binary.AppendUvarint(buf, uint64(len(body)))
 	buf = append(buf, body...)
-	buf = append(buf, p...)
+	for _, p := range parts {
+		buf = append(buf, p...)
+	}
+	if tail != nil {
+		buf = buf[:n+tailSize]
+		if k, err := tail.ReadAt(buf[n:], 0); k != tailSize && err != nil {
+			return nil, fmt.Errorf("encode %s: read the content: %w", op, err)
+		} else if k != tailSize {
+			return nil, fmt.Errorf("encode %s: read %d bytes of content, want %d", op, k, tailSize)
+		}
+	}
 	return buf, nil
+}
+
+// maxEntry bounds an encoded command (a raft log entry).
+const maxEntry = 1 << 31
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
 }
 
 // Decode parses what Encode wrote.

@@ -291,13 +291,19 @@ type Deliver struct {
 	// Quarantine keeps the message in the virus store instead.
 	Quarantine   *Quarantine `json:"quarantine,omitempty"`
 	InternalDate int64       `json:"internal_date"` // unix seconds
-	Data         []byte      `json:"-"`
+	// Data is the message. A proposer whose message is in a spool file
+	// sets Tail to it and Data to what goes before it (trace header
+	// fields), or nil: Encode reads Tail straight into the log entry, and
+	// the decoded command has all of it in Data and no Tail.
+	Data []byte `json:"-"`
+	Tail Source `json:"-"`
 }
 
 // Op implements Command.
 func (*Deliver) Op() string            { return "deliver" }
-func (c *Deliver) payload() []byte     { return c.Data }
-func (c *Deliver) setPayload(p []byte) { c.Data = p }
+func (c *Deliver) payload() [][]byte   { return [][]byte{c.Data} }
+func (c *Deliver) payloadTail() Source { return c.Tail }
+func (c *Deliver) setPayload(p []byte) { c.Data, c.Tail = p, nil }
 
 // Placement tells where a delivered copy landed.
 type Placement struct {
@@ -386,14 +392,14 @@ type QueueRetry struct {
 
 // Op implements Command.
 func (*QueueRetry) Op() string            { return "queue-retry" }
-func (c *QueueRetry) payload() []byte     { return bouncePayload(c.Bounce) }
+func (c *QueueRetry) payload() [][]byte   { return bouncePayload(c.Bounce) }
 func (c *QueueRetry) setPayload(p []byte) { setBouncePayload(c.Bounce, p) }
 
-func bouncePayload(b *Deliver) []byte {
+func bouncePayload(b *Deliver) [][]byte {
 	if b == nil {
 		return nil
 	}
-	return b.Data
+	return [][]byte{b.Data}
 }
 
 func setBouncePayload(b *Deliver, p []byte) {
@@ -449,7 +455,7 @@ type QueueRemove struct {
 
 // Op implements Command.
 func (*QueueRemove) Op() string            { return "queue-remove" }
-func (c *QueueRemove) payload() []byte     { return bouncePayload(c.Bounce) }
+func (c *QueueRemove) payload() [][]byte   { return bouncePayload(c.Bounce) }
 func (c *QueueRemove) setPayload(p []byte) { setBouncePayload(c.Bounce, p) }
 
 func (c *QueueRemove) apply(t *txn) (any, error) {

@@ -73,19 +73,18 @@ func (c *Batch) MarshalJSON() ([]byte, error) {
 		if d == nil {
 			return nil, errors.New("batch: nil delivery")
 		}
+		if d.Tail != nil {
+			return nil, errors.New("batch: a delivery's content must be in Data")
+		}
 		p.Sizes[i] = len(d.Data)
 	}
 	return json.Marshal(p)
 }
 
-func (c *Batch) payload() []byte {
-	var n int
-	for _, d := range c.Deliveries {
-		n += len(d.Data)
-	}
-	out := make([]byte, 0, n)
-	for _, d := range c.Deliveries {
-		out = append(out, d.Data...)
+func (c *Batch) payload() [][]byte {
+	out := make([][]byte, len(c.Deliveries))
+	for i, d := range c.Deliveries {
+		out[i] = d.Data
 	}
 	return out
 }

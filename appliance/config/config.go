@@ -48,6 +48,11 @@ type Config struct {
 	MinFreeBytes int64 `toml:"min_free_bytes"`
 	// SMTP policy (see SMTPPolicy below).
 	SMTPPolicy
+	// MaxInflightBytes bounds the bytes of messages held in memory at
+	// once, all front ends together; past it a message waits, then gets a
+	// temporary error. 0 means sized from the machine's memory (package
+	// memlimit).
+	MaxInflightBytes int64 `toml:"max_inflight_bytes"`
 	// Signer says where the PEC gestore's signing key is.
 	Signer Signer `toml:"signer"`
 	// PEC describes this gestore.
@@ -405,6 +410,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.SMTPPolicy.validate(); err != nil {
 		return err
+	}
+	if c.MaxInflightBytes < 0 {
+		return fmt.Errorf("max_inflight_bytes must not be negative, not %d (0: sized from the machine's memory)", c.MaxInflightBytes)
 	}
 	if c.MaxConnections < 1 || c.MaxConnectionsPerHost < 1 {
 		return errors.New("max_connections and max_connections_per_host must be at least 1")

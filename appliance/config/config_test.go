@@ -45,6 +45,7 @@ func TestMistakesAreOneClearError(t *testing.T) {
 	for text, want := range map[string]string{
 		`hostnme = "x"`:                     "unknown key hostnme",
 		`max_message_bytes = -1`:            "max_message_bytes",
+		`max_inflight_bytes = -1`:           "max_inflight_bytes",
 		"[listen]\nsmtp = \"25\"":           "listen.smtp",
 		"[routes]\n\"a.test\" = \"nohost\"": "routes",
 		`hostname = `:                       "config",

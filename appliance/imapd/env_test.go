@@ -23,6 +23,7 @@ import (
 	"sigillo/appliance/apptest"
 	"sigillo/appliance/authlimit"
 	"sigillo/appliance/passwd"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -47,7 +48,7 @@ type env struct {
 
 const testMaxMessage = 1 << 20
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, configure ...func(*Server)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := storage.Open(filepath.Join(dir, "db.sqlite"))
@@ -59,7 +60,12 @@ func newEnv(t *testing.T) *env {
 	e.must(&storage.AddDomain{Name: "example.test", At: 1})
 	e.mailbox = e.addMailbox(e.user, e.pass, 0)
 
+	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.srv = &Server{
+		Spool:    sp,
 		Store:    store,
 		Proposer: e.proposer,
 		Auth: &accounts.Authenticator{Store: store,
@@ -68,6 +74,9 @@ func newEnv(t *testing.T) *env {
 		Logger:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		MaxMessageBytes: testMaxMessage,
 		Now:             func() time.Time { return time.Date(2024, 3, 5, 10, 20, 30, 0, time.UTC) },
+	}
+	for _, c := range configure {
+		c(e.srv)
 	}
 	plain, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"errors"
 	"io"
 	"sort"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -180,11 +182,17 @@ func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 	if r.Size() > limit {
 		return nil, no(imap.ResponseCodeTooBig, "Messages are limited to %d bytes", limit)
 	}
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
+	// The literal goes to a spool file as it arrives; it is read into
+	// memory once, into the raft log entry, within the in-flight budget.
+	msg, err := s.srv.Spool.Receive(io.LimitReader(r, limit+1))
+	if errors.Is(err, spool.ErrWrite) {
+		s.log.Error("APPEND not stored: spool", "err", err)
+		return nil, unavailable("Cannot take the message now, try again later")
+	} else if err != nil {
 		return nil, err
 	}
-	if int64(len(data)) > limit {
+	defer msg.Close()
+	if msg.Size() > limit {
 		return nil, no(imap.ResponseCodeTooBig, "Messages are limited to %d bytes", limit)
 	}
 	flags, err := flagStrings(options.Flags)
@@ -195,10 +203,16 @@ func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 	if date.IsZero() {
 		date = s.srv.now()
 	}
+	held, err := s.srv.Budget.Acquire(s.ctx, msg.Size())
+	if err != nil {
+		s.log.Warn("APPEND not stored for now: too many bytes in flight", "size", msg.Size(), "err", err)
+		return nil, unavailable("Server busy, try again later")
+	}
+	defer held.Release()
 	v, err := s.apply(&storage.Deliver{
 		Targets:      []storage.Target{{MailboxID: f.MailboxID, Folder: f.Name, Flags: flags, EnforceQuota: true}},
 		InternalDate: date.Unix(),
-		Data:         data,
+		Tail:         msg.Reader(),
 	})
 	if code(err) == imap.ResponseCodeNonExistent {
 		return nil, no(imap.ResponseCodeTryCreate, "No such mailbox")

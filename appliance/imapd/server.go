@@ -49,6 +49,8 @@ import (
 
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/deadline"
+	"sigillo/appliance/inflight"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -75,6 +77,11 @@ type Server struct {
 	// default (DefaultLoginTimeout, DefaultAutologout, DefaultDataTimeout,
 	// DefaultMinDataRate).
 	Timeouts deadline.Policy
+	// Spool is where APPEND writes a message as it arrives (required).
+	Spool *spool.Dir
+	// Budget, if set, bounds the bytes of messages in memory at once: an
+	// APPEND waits for room, and gets NO [UNAVAILABLE] when none came.
+	Budget *inflight.Budget
 
 	mu        sync.Mutex
 	imap      *imapserver.Server
@@ -163,6 +170,10 @@ func (s *Server) initLocked() {
 // deadline. Without it, clients must use STARTTLS before they may log in.
 func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
 	tl := timedListener{Listener: ln, policy: s.timeouts()}
+	if s.Spool == nil {
+		ln.Close()
+		return errors.New("imapd: Server needs a Spool")
+	}
 	if implicitTLS {
 		if s.TLSConfig == nil {
 			ln.Close()

@@ -429,7 +429,7 @@ func TestServeOnTLSListener(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatalf("Serve after Shutdown: %v", err)
 	}
-	if err := (&Server{}).Serve(ln, true); err == nil {
+	if err := (&Server{Spool: e.srv.Spool}).Serve(ln, true); err == nil {
 		t.Fatal("implicit TLS without a TLSConfig accepted")
 	}
 }

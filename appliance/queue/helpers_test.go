@@ -20,6 +20,7 @@ import (
 	"sigillo/appliance/passwd"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/smtpd"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -104,9 +105,13 @@ func newHost(t *testing.T, name string, pki *apptest.PKI, clk *clock, tlsConf *t
 		tlsConf = pki.ServerConfig()
 	}
 	log, _ := newLogger(t, name)
+	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.srv = &smtpd.Server{
 		Hostname: name, Store: store, Proposer: h.prop, Auth: &accounts.Authenticator{Store: store},
-		TLSConfig: tlsConf, Logger: log.With("component", "smtpd"), Now: clk.Now, Enqueued: enqueued,
+		TLSConfig: tlsConf, Logger: log.With("component", "smtpd"), Now: clk.Now, Enqueued: enqueued, Spool: sp,
 	}
 	serveErr := make(chan error, 2)
 	listen := func(mode smtpd.Mode) string {

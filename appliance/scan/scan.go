@@ -21,7 +21,6 @@ package scan
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,10 +126,13 @@ func New(cfg Config, logger *slog.Logger) (*Scanner, error) {
 // Required reports whether a scan that cannot be made is a failure.
 func (s *Scanner) Required() bool { return s.cfg.Required }
 
-// Scan scans one message. With Required, a clamd that cannot give a verdict
-// is an error wrapping ErrUnavailable; without, a Skipped verdict.
-func (s *Scanner) Scan(ctx context.Context, msg []byte) (Verdict, error) {
-	if int64(len(msg)) > s.cfg.MaxScanBytes {
+// Scan scans one message of size bytes, read from msg (a spool file: the
+// message is streamed to clamd, never held in memory). With Required, a
+// clamd that cannot give a verdict is an error wrapping ErrUnavailable;
+// without, a Skipped verdict. msg may still be read after Scan returned on
+// a timeout; reads then fail once the caller closes it, which ends them.
+func (s *Scanner) Scan(ctx context.Context, msg io.Reader, size int64) (Verdict, error) {
+	if size > s.cfg.MaxScanBytes {
 		return Verdict{Skipped: fmt.Sprintf("larger than max_scan_bytes, %d bytes", s.cfg.MaxScanBytes)}, nil
 	}
 	v, err := s.scan(ctx, msg)
@@ -146,7 +148,7 @@ func (s *Scanner) Scan(ctx context.Context, msg []byte) (Verdict, error) {
 	return Verdict{Skipped: "clamd unavailable"}, nil
 }
 
-func (s *Scanner) scan(ctx context.Context, msg []byte) (Verdict, error) {
+func (s *Scanner) scan(ctx context.Context, msg io.Reader) (Verdict, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	select {
@@ -157,7 +159,8 @@ func (s *Scanner) scan(ctx context.Context, msg []byte) (Verdict, error) {
 	}
 	var res *clamd.ScanResult
 	err := s.call(ctx, func(abort chan bool) (chan *clamd.ScanResult, error) {
-		return s.client.ScanStream(bytes.NewReader(msg), abort)
+		// go-clamd reads 1 KiB at a time: read the file in larger pieces.
+		return s.client.ScanStream(bufio.NewReaderSize(msg, 64<<10), abort)
 	}, func(r *clamd.ScanResult) { res = r })
 	if err != nil {
 		return Verdict{}, err

@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -40,12 +41,12 @@ func TestClamdFindsEICARAndPassesCleanMail(t *testing.T) {
 	cd := apptest.StartClamd(t)
 	for _, addr := range []string{cd.Address, cd.TCP} {
 		s := newScanner(t, Config{Address: addr, Required: true})
-		v, err := s.Scan(context.Background(), infected())
+		v, err := scanBytes(s, infected())
 		if err != nil || !v.Infected || v.Virus != apptest.EICARSignature {
 			t.Fatalf("%s: EICAR: %+v, %v", addr, v, err)
 		}
 		found := v.Virus
-		v, err = s.Scan(context.Background(), clean())
+		v, err = scanBytes(s, clean())
 		if err != nil || v.Infected || v.Skipped != "" || v.Header() != "" {
 			t.Fatalf("%s: clean message: %+v, %v", addr, v, err)
 		}
@@ -74,7 +75,7 @@ func TestScansRunSideBySide(t *testing.T) {
 			if i%2 == 0 {
 				msg, want = infected(), true
 			}
-			v, err := s.Scan(context.Background(), msg)
+			v, err := scanBytes(s, msg)
 			if err != nil || v.Infected != want {
 				errs <- errors.Join(err, errors.New("wrong verdict"))
 			}
@@ -93,13 +94,13 @@ func TestClamdDownIsAFailureWhenRequiredAndASkipWhenNot(t *testing.T) {
 	required := newScanner(t, Config{Address: cd.Address, Required: true})
 	optional := newScanner(t, Config{Address: cd.Address})
 	cd.Stop()
-	if _, err := required.Scan(context.Background(), clean()); !errors.Is(err, ErrUnavailable) {
+	if _, err := scanBytes(required, clean()); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("required, clamd down: %v", err)
 	}
 	if st := required.Status(); st.OK || st.LastErr == "" {
 		t.Fatalf("status with clamd down: %+v", st)
 	}
-	v, err := optional.Scan(context.Background(), infected())
+	v, err := scanBytes(optional, infected())
 	if err != nil || v.Infected || v.Skipped == "" || !strings.HasPrefix(v.Header(), "X-Sigillo-Scan: skipped") {
 		t.Fatalf("not required, clamd down: %+v, %v", v, err)
 	}
@@ -140,7 +141,7 @@ func TestAClamdThatHangsTimesOut(t *testing.T) {
 	}()
 	s := newScanner(t, Config{Address: "unix:" + sock, Required: true, Timeout: 500 * time.Millisecond})
 	start := time.Now()
-	_, err = s.Scan(context.Background(), clean())
+	_, err = scanBytes(s, clean())
 	if took := time.Since(start); !errors.Is(err, ErrUnavailable) || took > 3*time.Second {
 		t.Fatalf("hung clamd: %v after %v", err, took)
 	}
@@ -149,7 +150,7 @@ func TestAClamdThatHangsTimesOut(t *testing.T) {
 func TestAMessageOverTheLimitIsNotScanned(t *testing.T) {
 	cd := apptest.StartClamd(t)
 	s := newScanner(t, Config{Address: cd.Address, Required: true, MaxScanBytes: 100})
-	v, err := s.Scan(context.Background(), infected())
+	v, err := scanBytes(s, infected())
 	if err != nil || v.Infected || !strings.Contains(v.Header(), "larger than max_scan_bytes") {
 		t.Fatalf("over max_scan_bytes: %+v %v", v, err)
 	}
@@ -164,4 +165,9 @@ func TestBadAddressesAreRefused(t *testing.T) {
 	if s, err := New(Config{}, nil); s != nil || err != nil {
 		t.Errorf("empty address: %v %v", s, err)
 	}
+}
+
+// scanBytes scans a message held in memory.
+func scanBytes(s *Scanner, msg []byte) (Verdict, error) {
+	return s.Scan(context.Background(), bytes.NewReader(msg), int64(len(msg)))
 }

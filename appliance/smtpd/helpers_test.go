@@ -20,6 +20,7 @@ import (
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/apptest"
 	"sigillo/appliance/passwd"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -55,6 +56,8 @@ type env struct {
 	mbox     map[string]int64
 }
 
+// newEnv starts a Server on three loopback listeners; opts set more of it
+// before it serves.
 func newEnv(t *testing.T, maxBytes int64, opts ...func(*Server)) *env {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(t.TempDir(), "db.sqlite"))
@@ -78,7 +81,12 @@ func newEnv(t *testing.T, maxBytes int64, opts ...func(*Server)) *env {
 	// full@ is over its quota already (delivered without enforcement).
 	e.prop.Must(t, &storage.Deliver{Targets: []storage.Target{{MailboxID: e.mbox["full@example.test"]}}, Data: bytes.Repeat([]byte("x"), 200)})
 
+	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.srv = &Server{
+		Spool:           sp,
 		Hostname:        testHost,
 		Store:           store,
 		Proposer:        e.prop,

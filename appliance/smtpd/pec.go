@@ -8,14 +8,23 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sigillo/appliance/pec"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
+
+// pecCopies is how many times a PEC transaction holds its message in
+// memory at most, for the in-flight budget.
+const pecCopies = 6
 
 // pecData hands the transaction to the PEC gestore when it concerns it: a
 // PEC user's submission (the access point) or recipients in PEC domains of
 // ours (the reception point; the other recipients are stored in the same
 // command). handled is false when the gestore has nothing to do with it.
-func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, body []byte, virus string) (reply error, handled bool) {
+//
+// The gestore works on the message in memory, copying it several times
+// (the postacert, the signed busta, a consegna completa): the transaction
+// holds pecCopies times its size of the in-flight budget meanwhile.
+func (s *session) pecData(id string, now time.Time, overTLS bool, prefix string, msg *spool.File, virus string) (reply error, handled bool) {
 	var pecRcpts, others []recipient
 	for _, rc := range s.rcpts {
 		if rc.pec || s.pecSender {
@@ -31,8 +40,16 @@ func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, b
 		// Infected, for PEC and other recipients at once: refused whole.
 		return replyf(554, smtp.EnhancedCode{5, 7, 1}, "Message refused: virus found (%s)", virus), true
 	}
-	data := make([]byte, 0, len(recv)+len(body))
-	data = append(append(data, recv...), body...)
+	held, err := s.reserve(id, pecCopies*(int64(len(prefix))+msg.Size()))
+	if err != nil {
+		return err, true
+	}
+	defer held.Release()
+	data, err := msg.ReadAll([]byte(prefix))
+	if err != nil {
+		s.log.Error("PEC message not read back from the spool", "id", id, "err", err)
+		return errTempFailure, true
+	}
 	tx := pec.Transaction{Sender: s.from, Data: data, Inbound: s.mode == Inbound, TLS: overTLS, Virus: virus}
 	for _, rc := range pecRcpts {
 		tx.Recipients = append(tx.Recipients, rc.addr)
@@ -40,7 +57,6 @@ func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, b
 	ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
 	defer cancel()
 	var out *pec.Outcome
-	var err error
 	if s.pecSender {
 		out, err = s.srv.PEC.Submit(ctx, tx)
 	} else {
@@ -101,9 +117,9 @@ func (s *session) pecData(id string, now time.Time, overTLS bool, recv string, b
 	if r := out.Reply; r != nil {
 		return replyf(r.Code, smtp.EnhancedCode{r.Enhanced[0], r.Enhanced[1], r.Enhanced[2]}, "%s", r.Text), true
 	}
-	msg := "Ok: queued as " + id
+	text := "Ok: queued as " + id
 	if out.ID != "" {
-		msg += " (PEC " + out.ID + ")"
+		text += " (PEC " + out.ID + ")"
 	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: msg}, true
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: text}, true
 }

@@ -371,25 +371,6 @@ func overQuotaFailures(over []recipient) []queue.Failure {
 
 // ---- reading a header ----
 
-// headerBlock returns the header of msg: up to and including the line
-// ending of its last field (the empty line after it excluded); all of msg
-// if there is no empty line.
-func headerBlock(msg []byte) []byte {
-	pos := 0
-	for pos < len(msg) {
-		end := bytes.IndexByte(msg[pos:], '\n')
-		if end < 0 {
-			return msg
-		}
-		line := msg[pos : pos+end+1]
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			return msg[:pos]
-		}
-		pos += len(line)
-	}
-	return msg
-}
-
 // headerField is one field of a header block, its value unfolded.
 type headerField struct {
 	name, value string

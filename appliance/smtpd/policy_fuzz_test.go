@@ -72,3 +72,22 @@ func FuzzHeaderPolicy(f *testing.F) {
 		}
 	})
 }
+
+// headerBlock returns (as spool.File.Header does for a spooled message) the header of msg: up to and including the line
+// ending of its last field (the empty line after it excluded); all of msg
+// if there is no empty line.
+func headerBlock(msg []byte) []byte {
+	pos := 0
+	for pos < len(msg) {
+		end := bytes.IndexByte(msg[pos:], '\n')
+		if end < 0 {
+			return msg
+		}
+		line := msg[pos : pos+end+1]
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return msg[:pos]
+		}
+		pos += len(line)
+	}
+	return msg
+}

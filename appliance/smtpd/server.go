@@ -38,6 +38,14 @@
 // time gets 421 4.4.2 and is disconnected. A misbehaving client only ever
 // affects its own connection.
 //
+// A message is written to a spool file (package spool) as it arrives, and
+// read into memory once, at the end of data, into its raft log entry, while
+// the in-flight budget (Server.Budget, package inflight) holds its size: a
+// message that finds the budget full waits its turn, and gets 452 4.3.1 if
+// none comes within the budget's wait. The virus scanner reads the spool
+// file; the PEC gestore gets the message in memory, for 6 times its size
+// of the budget.
+//
 // A message is stored with one storage.Deliver command: a copy per local
 // recipient (quota decided just before) and the outbound queue item for the remote
 // ones, in one transaction. The client gets 250 only after that command is
@@ -66,6 +74,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -77,8 +86,10 @@ import (
 
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/deadline"
+	"sigillo/appliance/inflight"
 	"sigillo/appliance/pec"
 	"sigillo/appliance/scan"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -91,7 +102,7 @@ type Proposer interface {
 
 // Scanner is the virus scanner as the SMTP server uses it (*scan.Scanner).
 type Scanner interface {
-	Scan(ctx context.Context, msg []byte) (scan.Verdict, error)
+	Scan(ctx context.Context, msg io.Reader, size int64) (scan.Verdict, error)
 }
 
 // Gestore is the PEC gestore as the SMTP server uses it (*pec.Gestore).
@@ -159,6 +170,12 @@ type Server struct {
 	// default (DefaultLoginTimeout, Timeout, DefaultDataTimeout,
 	// DefaultMinDataRate).
 	Timeouts deadline.Policy
+	// Spool is where messages are written as they arrive (required).
+	Spool *spool.Dir
+	// Budget, if set, bounds the bytes of messages in memory at once:
+	// at the end of data a message waits for room, and gets 452 4.3.1
+	// when none came within the budget's wait.
+	Budget *inflight.Budget
 	// PEC, if set, is the PEC gestore: submissions of its users go to its
 	// access point, mail for its domains to its reception point.
 	PEC Gestore
@@ -225,9 +242,9 @@ func (s *Server) maxBytes() int64 {
 // nil. For Submissions, ln may be a plain listener (Serve does the TLS
 // handshake with TLSConfig) or one from tls.NewListener.
 func (s *Server) Serve(ln net.Listener, mode Mode) error {
-	if s.Store == nil || s.Proposer == nil {
+	if s.Store == nil || s.Proposer == nil || s.Spool == nil {
 		ln.Close()
-		return errors.New("smtpd: Server needs Store and Proposer")
+		return errors.New("smtpd: Server needs Store, Proposer and Spool")
 	}
 	if (mode == Submission || mode == Submissions) && s.TLSConfig == nil {
 		ln.Close()

@@ -16,8 +16,10 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/inflight"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/scan"
+	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
 
@@ -30,6 +32,7 @@ var (
 	errMailboxFull     = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "Mailbox full"}
 	errLineTooLong     = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
 	errNoStorage       = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage"}
+	errBusy            = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system resources, please try again later"}
 	errScanUnavailable = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Temporary failure: the virus scanner is unavailable, please try again later"}
 )
 
@@ -316,7 +319,10 @@ func (s *session) addSeen(key string) {
 }
 
 func (s *session) Data(r io.Reader) error {
-	body, err := io.ReadAll(r)
+	// The message goes to a spool file as it arrives: a client that holds
+	// before the final dot costs disk, not memory. msg.Header() is its
+	// header section, for checks on the header fields.
+	msg, err := s.srv.Spool.Receive(r)
 	if err != nil {
 		var se *smtp.SMTPError
 		if errors.As(err, &se) {
@@ -326,12 +332,21 @@ func (s *session) Data(r io.Reader) error {
 		if errors.Is(err, smtp.ErrTooLongLine) {
 			return errLineTooLong
 		}
+		if errors.Is(err, spool.ErrWrite) {
+			s.log.Error("message not accepted for now: spool", "from", s.from, "err", err)
+			return errNoStorage
+		}
 		return fmt.Errorf("reading message: %w", err)
 	}
+	defer msg.Close()
 
 	now := s.srv.now()
 	id := queue.NewID()
-	header := headerBlock(body)
+	header, err := msg.Header()
+	if err != nil {
+		s.log.Error("message not accepted for now: spool", "id", id, "from", s.from, "err", err)
+		return errNoStorage
+	}
 	if err := s.checkHeader(header); err != nil {
 		return err
 	}
@@ -339,18 +354,17 @@ func (s *session) Data(r io.Reader) error {
 	var verdict scan.Verdict
 	if s.srv.Scanner != nil {
 		ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
-		verdict, err = s.srv.Scanner.Scan(ctx, body)
+		verdict, err = s.srv.Scanner.Scan(ctx, msg.Reader(), msg.Size())
 		cancel()
 		if err != nil {
 			s.log.Error("message not accepted for now: no virus scan", "id", id, "from", s.from, "err", err)
 			return errScanUnavailable
 		}
-		if h := verdict.Header(); h != "" {
+		if verdict.Header() != "" {
 			s.log.Warn("message not scanned", "id", id, "from", s.from, "why", verdict.Skipped)
-			body = append([]byte(h), body...)
 		}
 		if verdict.Infected {
-			s.log.Warn("virus found", "id", id, "from", s.from, "virus", verdict.Virus, "size", len(body))
+			s.log.Warn("virus found", "id", id, "from", s.from, "virus", verdict.Virus, "size", msg.Size())
 		}
 	}
 	var locals []recipient
@@ -380,7 +394,7 @@ func (s *session) Data(r io.Reader) error {
 		tls: cs, auth: s.user != nil, id: id, rcpt: forRcpt, at: now,
 	}) + string(added)
 	if s.srv.PEC != nil {
-		if reply, handled := s.pecData(id, now, cs != nil, recv, body, verdict.Virus); handled {
+		if reply, handled := s.pecData(id, now, cs != nil, recv+verdict.Header(), msg, verdict.Virus); handled {
 			return reply
 		}
 	}
@@ -388,12 +402,20 @@ func (s *session) Data(r io.Reader) error {
 		return replyf(554, smtp.EnhancedCode{5, 7, 1}, "Message refused: virus found (%s)", verdict.Virus)
 	}
 	hdr.WriteString(recv)
-	data := make([]byte, 0, hdr.Len()+len(body))
-	data = append(append(data, hdr.Bytes()...), body...)
+	hdr.WriteString(verdict.Header())
 
+	// The stored message is hdr followed by the spool file, copied once
+	// into the raft log entry (storage.Encode) while the in-flight budget
+	// holds its size.
+	size := int64(hdr.Len()) + msg.Size()
+	held, err := s.reserve(id, size)
+	if err != nil {
+		return err
+	}
+	defer held.Release()
 	ctx, cancel := context.WithTimeout(s.srv.ctx, applyTimeout)
 	defer cancel()
-	targets, over, err := s.quotaTargets(ctx, locals, int64(len(data)))
+	targets, over, err := s.quotaTargets(ctx, locals, size)
 	if err != nil {
 		s.log.Error("quota lookup failed", "id", id, "err", err)
 		return errTempFailure
@@ -402,7 +424,7 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Info("message refused: every recipient over quota", "id", id, "from", s.from)
 		return errMailboxFull
 	}
-	cmd := &storage.Deliver{Targets: targets, InternalDate: now.Unix(), Data: data}
+	cmd := &storage.Deliver{Targets: targets, InternalDate: now.Unix(), Data: hdr.Bytes(), Tail: msg.Reader()}
 	if len(remote) > 0 {
 		cmd.Outbound = &storage.Outbound{ID: id, Sender: s.from, Recipients: remote, NextAttempt: now.Unix()}
 	}
@@ -420,7 +442,8 @@ func (s *session) Data(r io.Reader) error {
 
 	res, _ := v.(*storage.DeliverResult)
 	if len(over) > 0 {
-		s.bounce(ctx, id, now, data, overQuotaFailures(over))
+		// The DSN returns the header section only.
+		s.bounce(ctx, id, now, append(hdr.Bytes(), header...), overQuotaFailures(over))
 	}
 	if cmd.Outbound != nil && s.srv.Enqueued != nil {
 		s.srv.Enqueued()
@@ -430,10 +453,26 @@ func (s *session) Data(r io.Reader) error {
 		placed = len(res.Placed)
 	}
 	s.log.Info("message accepted", "id", id, "from", s.from, "local", placed, "remote", len(remote),
-		"size", len(data), "tls", cs != nil)
+		"size", size, "tls", cs != nil)
 	// go-smtp writes the code and text of a returned SMTPError as they
 	// are, so a 250 "error" gives Postfix's "queued as" reply.
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// reserve holds bytes of the in-flight budget while a message is in memory
+// (from its raft log entry to its reply). When the budget stays full for
+// its whole wait, the client gets 452 4.3.1 and sends the message again
+// later.
+func (s *session) reserve(id string, n int64) (*inflight.Reservation, error) {
+	held, err := s.srv.Budget.Acquire(s.srv.ctx, n)
+	if err != nil {
+		s.log.Warn("message not accepted for now: too many bytes in flight", "id", id, "from", s.from, "bytes", n, "err", err)
+		return nil, errBusy
+	}
+	if held.Waited > 0 {
+		s.log.Info("message waited for the in-flight budget", "id", id, "bytes", n, "waited", held.Waited.Round(time.Millisecond))
+	}
+	return held, nil
 }
 
 // bounce reports to an authenticated sender the recipients that turned out

@@ -1,0 +1,179 @@
+package raftfsm
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
+)
+
+// boltOptions are raft.db's options. Entries carry whole messages, and bolt
+// copies every value of the transaction being written onto the heap each
+// time it has to grow its memory map (node.dereference before remapping):
+// with the default map, which doubles from 32 KiB, a burst of large
+// messages was copied three times over. A map reserved large from the start
+// costs address space only (nothing is resident until read), so raft.db
+// is not remapped before it reaches that size.
+func boltOptions() *bbolt.Options {
+	o := *bbolt.DefaultOptions
+	if strconv.IntSize == 64 {
+		o.InitialMmapSize = 4 << 30
+	}
+	return &o
+}
+
+// maxCachedEntry is the largest log entry the cache keeps.
+const maxCachedEntry = 64 << 10
+
+// dropAfterBytes is how many bytes of entries a write or read carries
+// before raft.db's pages are dropped from the process's memory map.
+const dropAfterBytes = 1 << 20
+
+// logStore is raft.db as raft uses it, raft-boltdb's store with three
+// changes for entries that carry whole messages:
+//
+//   - The cache of recent entries keeps small entries only: a cached entry
+//     holds its data in memory until newer ones push it out, and entries
+//     carrying large messages would keep tens of megabytes each alive long
+//     after they were applied. Large entries are read from the store on the
+//     rare occasions raft asks for them again (replay, a lagging follower).
+//   - Bolt rewrites the last leaf of the log at each append, copying the
+//     large values already in it, and reads them through its memory map:
+//     every message written became resident again in the map and stayed
+//     there (file-backed, but counted in the process's RSS). After a write
+//     or a read of large entries the map's pages are dropped (they are
+//     clean: bolt writes with pwrite), so that resident memory is bounded
+//     by one write's worth.
+//   - Writes (log and stable store) are serialised with that dropping: bolt
+//     may move its map only inside a write, and never does while the map's
+//     pages are being dropped.
+type logStore struct {
+	store  raft.LogStore
+	stable raft.StableStore
+	drop   func() error // drops the map's pages; nil: nothing to drop
+
+	writeMu sync.Mutex // held by every write and by drop
+
+	mu    sync.RWMutex
+	cache []*raft.Log
+}
+
+// newLogStore wraps a raft-boltdb store (a raft.LogStore and
+// raft.StableStore) whose file is path.
+func newLogStore(capacity int, store interface {
+	raft.LogStore
+	raft.StableStore
+}, path string) (*logStore, error) {
+	if capacity <= 0 {
+		return nil, fmt.Errorf("log cache capacity must be positive, not %d", capacity)
+	}
+	return &logStore{store: store, stable: store, drop: mapDropper(path), cache: make([]*raft.Log, capacity)}, nil
+}
+
+// IsMonotonic implements raft.MonotonicLogStore as the store does.
+func (c *logStore) IsMonotonic() bool {
+	m, ok := c.store.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+// GetLog implements raft.LogStore.
+func (c *logStore) GetLog(idx uint64, log *raft.Log) error {
+	c.mu.RLock()
+	cached := c.cache[idx%uint64(len(c.cache))]
+	c.mu.RUnlock()
+	if cached != nil && cached.Index == idx {
+		*log = *cached
+		return nil
+	}
+	if err := c.store.GetLog(idx, log); err != nil {
+		return err
+	}
+	if len(log.Data) >= dropAfterBytes {
+		c.writeMu.Lock()
+		c.dropPages()
+		c.writeMu.Unlock()
+	}
+	return nil
+}
+
+// StoreLog implements raft.LogStore.
+func (c *logStore) StoreLog(log *raft.Log) error {
+	return c.StoreLogs([]*raft.Log{log})
+}
+
+// StoreLogs implements raft.LogStore. A large entry clears its cache slot,
+// so that an older entry with the same index (replaced after a leader
+// change) can never be served from the cache.
+func (c *logStore) StoreLogs(logs []*raft.Log) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if err := c.store.StoreLogs(logs); err != nil {
+		return fmt.Errorf("store raft log entries: %w", err)
+	}
+	var size int
+	c.mu.Lock()
+	for _, l := range logs {
+		n := len(l.Data) + len(l.Extensions)
+		size += n
+		slot := l.Index % uint64(len(c.cache))
+		if n > maxCachedEntry {
+			c.cache[slot] = nil
+		} else {
+			c.cache[slot] = l
+		}
+	}
+	c.mu.Unlock()
+	if size >= dropAfterBytes {
+		c.dropPages()
+	}
+	return nil
+}
+
+// FirstIndex implements raft.LogStore.
+func (c *logStore) FirstIndex() (uint64, error) { return c.store.FirstIndex() }
+
+// LastIndex implements raft.LogStore.
+func (c *logStore) LastIndex() (uint64, error) { return c.store.LastIndex() }
+
+// DeleteRange implements raft.LogStore. Deleting rewrites the leaves it
+// leaves half full, large values included: the pages are dropped after.
+func (c *logStore) DeleteRange(min, max uint64) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	c.cache = make([]*raft.Log, len(c.cache))
+	c.mu.Unlock()
+	err := c.store.DeleteRange(min, max)
+	c.dropPages()
+	return err
+}
+
+// Set implements raft.StableStore.
+func (c *logStore) Set(key, val []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.stable.Set(key, val)
+}
+
+// Get implements raft.StableStore.
+func (c *logStore) Get(key []byte) ([]byte, error) { return c.stable.Get(key) }
+
+// SetUint64 implements raft.StableStore.
+func (c *logStore) SetUint64(key []byte, val uint64) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.stable.SetUint64(key, val)
+}
+
+// GetUint64 implements raft.StableStore.
+func (c *logStore) GetUint64(key []byte) (uint64, error) { return c.stable.GetUint64(key) }
+
+// dropPages drops the map's resident pages; c.writeMu is held. A failure
+// costs memory, not correctness: it is not reported.
+func (c *logStore) dropPages() {
+	if c.drop != nil {
+		c.drop()
+	}
+}
