@@ -46,6 +46,8 @@ type Config struct {
 	Scan Scan `toml:"scan"`
 	// ACME, when set, gets the listeners' certificates from an ACME CA.
 	ACME *ACME `toml:"acme"`
+	// Raft says when the replicated log is snapshotted and truncated.
+	Raft Raft `toml:"raft"`
 }
 
 // ACME is the [acme] table.
@@ -269,6 +271,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnections < 1 || c.MaxConnectionsPerHost < 1 {
 		return errors.New("max_connections and max_connections_per_host must be at least 1")
+	}
+	if err := c.Raft.validate(); err != nil {
+		return err
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
