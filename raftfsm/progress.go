@@ -1,14 +1,12 @@
 package raftfsm
 
 import (
-	"context"
 	"log/slog"
 	"math"
 	"sync/atomic"
 	"time"
 
 	"sigillo/raftfsm/logstore"
-	"sigillo/storage"
 )
 
 // progress tells the operator what a start is doing while raft reads the
@@ -29,25 +27,29 @@ type progress struct {
 	stallWarn time.Duration
 }
 
-func startProgress(ctx context.Context, logger *slog.Logger, every time.Duration, snapIndex uint64, store *storage.Store,
+func startProgress(logger *slog.Logger, every time.Duration, snapIndex, applied uint64, skipping bool,
 	logStore *logstore.Store, m *meter) (*progress, error) {
-	applied, err := store.AppliedIndex(ctx)
+	whole, err := logStore.Measure(snapIndex)
 	if err != nil {
 		return nil, err
 	}
-	span, err := logStore.Prefetch(snapIndex)
+	m.begin(whole.Entries, whole.Bytes, whole.Last)
+	// What is read whole: after the database's index when the commands it
+	// has are skipped, else everything after the snapshot.
+	from := snapIndex
+	if skipping {
+		from = max(snapIndex, applied)
+	}
+	read, err := logStore.Prefetch(from)
 	if err != nil {
 		return nil, err
 	}
-	p := &progress{logger: logger, every: every, span: span, logStore: logStore, meter: m, start: time.Now(),
+	p := &progress{logger: logger, every: every, span: whole, logStore: logStore, meter: m, start: time.Now(),
 		quit: make(chan struct{}), done: make(chan struct{}), stallWarn: time.Minute}
-	if span.Entries > 0 {
-		var toApply uint64
-		if span.Last > applied {
-			toApply = span.Last - max(applied, span.First-1)
-		}
-		logger.Info("reading the raft log after the last snapshot", "snapshot_index", snapIndex, "entries", span.Entries,
-			"mib", mib(span.Bytes), "last_index", span.Last, "database_index", applied, "to_apply", toApply)
+	if whole.Entries > 0 {
+		logger.Info("reading the raft log after the last snapshot", "snapshot_index", snapIndex, "entries", whole.Entries,
+			"mib", mib(whole.Bytes), "last_index", whole.Last, "database_index", applied, "to_read_entries", read.Entries,
+			"to_read_mib", mib(read.Bytes))
 	}
 	go p.run()
 	return p, nil

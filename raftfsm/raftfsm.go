@@ -56,7 +56,7 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	// TrailingLogs and TrailingBytes bound what stays in the log behind a
 	// snapshot, for a follower that is a little behind (defaults 1024
-	// entries, 64 MiB).
+	// entries, a quarter of SnapshotBytes: 64 MiB).
 	TrailingLogs  uint64
 	TrailingBytes int64
 	// ApplyTimeout bounds a command that has no context deadline (default 10 s).
@@ -91,7 +91,7 @@ func (cfg *Config) setDefaults() {
 		cfg.TrailingLogs = 1024
 	}
 	if cfg.TrailingBytes <= 0 {
-		cfg.TrailingBytes = 64 << 20
+		cfg.TrailingBytes = cfg.SnapshotBytes / 4
 	}
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
@@ -171,6 +171,13 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	if cfg.Transport == nil {
+		// Alone, the heartbeat timeout is only the wait before the node
+		// elects itself at start (raft waits 1 to 2 times it).
+		rc.HeartbeatTimeout = 50 * time.Millisecond
+		rc.ElectionTimeout = 50 * time.Millisecond
+		rc.LeaderLeaseTimeout = 50 * time.Millisecond
+	}
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{logger}})
@@ -195,11 +202,23 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		logger.Info("bootstrapped a one-node cluster", "node", cfg.NodeID)
 	}
 
-	// Raft reads every entry after the newest snapshot twice at start
-	// (configuration changes in NewRaft, then the FSM's replay, which the
-	// store skips up to its applied index): say what is to come, ask the
-	// kernel for it, and report while it goes.
-	prog, err := startProgress(ctx, logger, cfg.ProgressEvery, snapIndex, store, logStore, f.meter)
+	// Raft reads every entry after the newest snapshot twice at start:
+	// for configuration changes in NewRaft, then to replay them through
+	// the FSM, where the database skips the commands it already has. A
+	// node alone in its cluster (the in-memory transport: no peer can
+	// reach it, so nothing else reads the log meanwhile) reads those
+	// commands without their data. Say what is to come, ask the kernel for
+	// the rest, and report while it goes.
+	applied, err := store.AppliedIndex(ctx)
+	if err != nil {
+		logStore.Close()
+		return nil, err
+	}
+	alone := cfg.Transport == nil
+	if alone {
+		logStore.SkipCommandData(applied)
+	}
+	prog, err := startProgress(logger, cfg.ProgressEvery, snapIndex, applied, alone, logStore, f.meter)
 	if err != nil {
 		logStore.Close()
 		return nil, err
@@ -212,7 +231,9 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	}
 	prog.replaying()
 	n := &Node{raft: r, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
-	if err := n.waitReady(ctx); err != nil {
+	err = n.waitReady(ctx)
+	logStore.SkipCommandData(0)
+	if err != nil {
 		prog.stop()
 		n.Close()
 		return nil, err

@@ -37,7 +37,9 @@ import (
 //
 // After each snapshot raft deletes the log up to it but for TrailingLogs
 // entries; the policy sets that count before each snapshot so that the
-// entries kept hold at most TrailingBytes.
+// entries kept hold at most TrailingBytes (a quarter of SnapshotBytes):
+// the log on disk stays under 1.25 × SnapshotBytes and what came during
+// the last snapshot.
 
 // meter counts the entries the FSM is given: the progress of a replay and
 // what the log holds since the last snapshot.
@@ -55,6 +57,10 @@ type meter struct {
 	// snapshotBytes is the size of the last snapshot written.
 	snapshotBytes atomic.Int64
 
+	// countFrom: entries below it are replayed at a start, already counted
+	// by begin.
+	countFrom atomic.Uint64
+
 	mu     sync.Mutex
 	recent []int64 // the sizes of the last len(recent) entries, a ring
 	next   int
@@ -63,11 +69,24 @@ type meter struct {
 
 func newMeter(trailing int) *meter { return &meter{recent: make([]int64, max(trailing, 1))} }
 
+// begin counts, at a start, the log after the last snapshot as raft holds
+// it (its replay may come without the data: see logstore.SkipCommandData).
+func (m *meter) begin(entries, bytes int64, last uint64) {
+	m.entries.Store(entries)
+	m.bytes.Store(bytes)
+	m.countFrom.Store(last + 1)
+}
+
 // add counts a batch (on the FSM goroutine).
 func (m *meter) add(logs []*raft.Log) {
-	var b int64
+	var b, n int64
+	from := m.countFrom.Load()
 	m.mu.Lock()
 	for _, l := range logs {
+		if l.Index < from {
+			continue
+		}
+		n++
 		b += int64(len(l.Data))
 		m.recent[m.next] = int64(len(l.Data))
 		m.next++
@@ -77,7 +96,7 @@ func (m *meter) add(logs []*raft.Log) {
 	}
 	m.mu.Unlock()
 	m.bytes.Add(b)
-	m.entries.Add(int64(len(logs)))
+	m.entries.Add(n)
 }
 
 // applied records that the FSM is done up to index.

@@ -374,10 +374,11 @@ func TestALongReplayIsReportedAndStopsWhenAsked(t *testing.T) {
 		t.Fatalf("Open after its context ended: %v\n%s", r.err, logs.String())
 	}
 	plan := lastLine(logs.String(), "reading the raft log after the last snapshot")
-	var snapIndex, entries, lastIndex, dbIndex, toApply int
-	var mb float64
-	if _, err := fmt.Sscanf(plan[strings.Index(plan, "snapshot_index="):], "snapshot_index=%d entries=%d mib=%g last_index=%d database_index=%d to_apply=%d",
-		&snapIndex, &entries, &mb, &lastIndex, &dbIndex, &toApply); err != nil || dbIndex != 0 || toApply != lastIndex || mb < 16 {
+	var snapIndex, entries, lastIndex, dbIndex, toRead int
+	var mb, toReadMiB float64
+	if _, err := fmt.Sscanf(plan[strings.Index(plan, "snapshot_index="):],
+		"snapshot_index=%d entries=%d mib=%g last_index=%d database_index=%d to_read_entries=%d to_read_mib=%g",
+		&snapIndex, &entries, &mb, &lastIndex, &dbIndex, &toRead, &toReadMiB); err != nil || dbIndex != 0 || toRead != entries || mb < 16 || toReadMiB != mb {
 		t.Fatalf("the start did not say what it had to do (%v): %q", err, plan)
 	}
 
@@ -386,5 +387,55 @@ func TestALongReplayIsReportedAndStopsWhenAsked(t *testing.T) {
 	defer n.Close()
 	if got := countKV(t, store); got != 16 {
 		t.Fatalf("%d values after the rebuild, want 16", got)
+	}
+}
+
+// The usual restart: the database has every command of a long log. The
+// start goes through the log's entries without reading their data, and the
+// log still counts for the next snapshot.
+func TestARestartPassesOverTheCommandsTheDatabaseHas(t *testing.T) {
+	dir := t.TempDir()
+	n, store := mustOpen(t, dir, Config{SnapshotBytes: 1 << 30})
+	put(t, n, 0, 20, 1<<20)
+	n.Close()
+	store.Close()
+
+	var logs logBuffer
+	n, store = mustOpen(t, dir, Config{SnapshotBytes: 8 << 20, checkEvery: 10 * time.Millisecond, Logger: logs.logger()})
+	t.Cleanup(func() { n.Close(); store.Close() })
+	plan := lastLine(logs.String(), "reading the raft log after the last snapshot")
+	var mb, toReadMiB float64
+	var toRead int
+	if _, err := fmt.Sscanf(plan[strings.Index(plan, "mib="):], "mib=%g", &mb); err != nil || mb < 20 {
+		t.Fatalf("the log after the last snapshot: %q (%v)", plan, err)
+	}
+	if _, err := fmt.Sscanf(plan[strings.Index(plan, "to_read_entries="):], "to_read_entries=%d to_read_mib=%g", &toRead, &toReadMiB); err != nil ||
+		toRead > 3 || toReadMiB > 0.1 {
+		t.Fatalf("a start with an up-to-date database reads whole: %q (%v)", plan, err)
+	}
+	if read := n.logStore.BytesRead(); read > 3*int64(mb*(1<<20)) {
+		t.Fatalf("went through %d bytes", read)
+	}
+	if got := countKV(t, store); got != 20 {
+		t.Fatalf("%d values, want 20", got)
+	}
+	waitFor(t, "snapshot of the 20 MiB replayed", 5*time.Second, func() bool { return strings.Contains(logs.String(), "snapshot taken") })
+	t.Logf("%s\n%s", plan, lastLine(logs.String(), "snapshot taken"))
+
+	// Nothing stays behind that snapshot (20 MiB is over a quarter of the
+	// 8 MiB threshold): the log is empty, and a start from the snapshot
+	// alone serves as well.
+	if first, _ := n.logStore.FirstIndex(); first != 0 {
+		t.Fatalf("log starts at %d after the snapshot, want it empty", first)
+	}
+	n.Close()
+	store.Close()
+	n, store = mustOpen(t, dir, Config{})
+	if got := countKV(t, store); got != 20 {
+		t.Fatalf("%d values after a start on an empty log, want 20", got)
+	}
+	put(t, n, 20, 1, 10)
+	if got := countKV(t, store); got != 21 {
+		t.Fatalf("%d values, want 21", got)
 	}
 }

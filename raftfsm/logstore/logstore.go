@@ -11,6 +11,9 @@
 // disk gives 800). Here an entry is decoded with one allocation, and
 // Prefetch asks the kernel for the entries a restart is about to read.
 //
+// And a start need not read the data of commands the database already
+// holds: SkipCommandData lets GetLog leave it out (see its conditions).
+//
 // It is not a general key/value store and knows nothing of what entries
 // mean.
 package logstore
@@ -48,9 +51,11 @@ var ErrLocked = errors.New("locked by another process")
 type Store struct {
 	db   *bbolt.DB
 	path string
-	// read counts the bytes of entries GetLog has decoded, for progress
-	// reports while a restart replays the log.
+	// read counts the bytes of entries GetLog has gone through, for
+	// progress reports while a restart replays the log.
 	read atomic.Int64
+	// skipUpTo: GetLog leaves out the data of commands at or below it.
+	skipUpTo atomic.Uint64
 }
 
 var (
@@ -106,8 +111,16 @@ func (s *Store) Close() error { return s.db.Close() }
 // Path is the file's path.
 func (s *Store) Path() string { return s.path }
 
-// BytesRead is how many bytes of entries GetLog has decoded so far.
+// BytesRead is how many bytes of entries GetLog has gone through so far.
 func (s *Store) BytesRead() int64 { return s.read.Load() }
+
+// SkipCommandData makes GetLog return the command entries at or below
+// index without their data (nil), not even reading it from the file; other
+// entries (configuration changes) and later commands come whole. 0 turns
+// it off. It is for a start, when the database already holds those
+// commands and skips them, and only where nothing else reads the log: a
+// node alone in its cluster (no follower to send them to).
+func (s *Store) SkipCommandData(index uint64) { s.skipUpTo.Store(index) }
 
 // FirstIndex implements raft.LogStore.
 func (s *Store) FirstIndex() (uint64, error) {
@@ -139,6 +152,17 @@ func (s *Store) GetLog(index uint64, l *raft.Log) error {
 		v := tx.Bucket(bucketLogs).Get(key(index))
 		if v == nil {
 			return raft.ErrLogNotFound
+		}
+		if index <= s.skipUpTo.Load() {
+			var h header
+			if err := decodeHeader(v, &h); err != nil {
+				return fmt.Errorf("raft log entry %d: %w", index, err)
+			}
+			if h.Type == raft.LogCommand {
+				*l = raft.Log{Index: h.Index, Term: h.Term, Type: h.Type, Extensions: h.Extensions, AppendedAt: h.AppendedAt}
+				s.read.Add(int64(len(v)))
+				return nil
+			}
 		}
 		if err := decode(v, l); err != nil {
 			return fmt.Errorf("raft log entry %d: %w", index, err)
@@ -222,12 +246,17 @@ type Span struct {
 	Bytes       int64 // as stored
 }
 
+// Measure is the span of the entries after index.
+func (s *Store) Measure(after uint64) (Span, error) { return s.span(after, false) }
+
 // Prefetch measures the entries after index and asks the kernel to read
 // them into memory now, in large sequential reads, ahead of the GetLog
 // calls of a restart (raft reads them twice: once for configuration
 // changes, once to apply them). It returns at once; the reads go on in
 // the background.
-func (s *Store) Prefetch(after uint64) (Span, error) {
+func (s *Store) Prefetch(after uint64) (Span, error) { return s.span(after, true) }
+
+func (s *Store) span(after uint64, prefetch bool) (Span, error) {
 	var sp Span
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketLogs).Cursor()
@@ -239,7 +268,9 @@ func (s *Store) Prefetch(after uint64) (Span, error) {
 			sp.Last = idx
 			sp.Entries++
 			sp.Bytes += int64(len(v))
-			willNeed(v)
+			if prefetch {
+				willNeed(v)
+			}
 		}
 		return nil
 	})
@@ -276,6 +307,22 @@ func decode(v []byte, l *raft.Log) error {
 	h := codec.MsgpackHandle{}
 	h.MaxInitLen = len(v)
 	return codec.NewDecoderBytes(v, &h).Decode(l)
+}
+
+// header is raft.Log without its data: decoding into it passes over the
+// data (the field is unknown to it) without copying or even touching it.
+type header struct {
+	Index      uint64
+	Term       uint64
+	Type       raft.LogType
+	Extensions []byte
+	AppendedAt time.Time
+}
+
+func decodeHeader(v []byte, h *header) error {
+	hd := codec.MsgpackHandle{}
+	hd.MaxInitLen = len(v)
+	return codec.NewDecoderBytes(v, &hd).Decode(h)
 }
 
 // encode writes an entry as raft-boltdb does by default (time in the

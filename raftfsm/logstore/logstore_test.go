@@ -205,3 +205,48 @@ func TestASecondOpenGivesUpOnTheLock(t *testing.T) {
 		t.Fatalf("open ignored its context for %v", d)
 	}
 }
+
+func TestSkippedCommandsComeWithoutTheirData(t *testing.T) {
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "raft.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	logs := []*raft.Log{
+		{Index: 1, Term: 1, Type: raft.LogConfiguration, Data: []byte("servers")},
+		{Index: 2, Term: 1, Type: raft.LogCommand, Data: bytes.Repeat([]byte("x"), 32<<20), Extensions: []byte("e"), AppendedAt: at},
+		{Index: 3, Term: 2, Type: raft.LogNoop},
+		{Index: 4, Term: 2, Type: raft.LogCommand, Data: []byte("after")},
+	}
+	if err := s.StoreLogs(logs); err != nil {
+		t.Fatal(err)
+	}
+	s.SkipCommandData(3)
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var got raft.Log
+	if err := s.GetLog(2, &got); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if got.Data != nil || got.Index != 2 || got.Term != 1 || got.Type != raft.LogCommand || string(got.Extensions) != "e" || !got.AppendedAt.Equal(at) {
+		t.Fatalf("skipped command: %+v", got)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Fatalf("passing over 32 MiB of skipped data allocated %d KiB", alloc>>10)
+	}
+	for _, want := range []*raft.Log{logs[0], logs[3]} {
+		if err := s.GetLog(want.Index, &got); err != nil {
+			t.Fatal(err)
+		}
+		same(t, &got, want)
+	}
+
+	s.SkipCommandData(0)
+	if err := s.GetLog(2, &got); err != nil {
+		t.Fatal(err)
+	}
+	same(t, &got, logs[1])
+}
