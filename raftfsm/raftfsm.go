@@ -3,7 +3,9 @@
 // to disk by raft-boltdb), and applied by the FSM to the node's SQLite
 // store; Apply returns only after that, so a front end acknowledges only
 // committed state. Snapshots are consistent copies of the SQLite database,
-// and a restart rebuilds from snapshot + log.
+// taken by the Node's policy (snapshots.go: by log bytes, entries and
+// time), and a restart rebuilds from snapshot + log, going through the log
+// after the snapshot without reading what the database already holds.
 //
 // A lone node is a one-node cluster that bootstrapped itself. Joining nodes
 // over mutual TLS, forwarding writes to the leader and backups to remote

@@ -328,7 +328,8 @@ func decodeHeader(v []byte, h *header) error {
 // encode writes an entry as raft-boltdb does by default (time in the
 // format go-msgpack v1 wrote, which every version reads).
 func encode(l *raft.Log) ([]byte, error) {
-	h := codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
+	h := codec.MsgpackHandle{}
+	h.TimeNotBuiltin = true
 	buf := bytes.NewBuffer(make([]byte, 0, len(l.Data)+len(l.Extensions)+64))
 	if err := codec.NewEncoder(buf, &h).Encode(l); err != nil {
 		return nil, err
