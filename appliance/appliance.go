@@ -27,6 +27,7 @@ import (
 	"sigillo/appliance/config"
 	"sigillo/appliance/connlimit"
 	"sigillo/appliance/control"
+	"sigillo/appliance/datalock"
 	"sigillo/appliance/deadline"
 	"sigillo/appliance/diskguard"
 	"sigillo/appliance/imapd"
@@ -63,6 +64,12 @@ type Options struct {
 	Command string
 }
 
+// Grace is how long the process has from the end of Run's context (SIGTERM)
+// to exit: sessions get most of it to finish, raft and the store the rest,
+// and at its end the process exits anyway, however far it got (as after a
+// kill -9, nothing acknowledged is lost: it is in the raft log).
+const Grace = 15 * time.Second
+
 // Run serves until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if opts.Logger == nil {
@@ -75,6 +82,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		opts.Resolver = net.DefaultResolver
 	}
 	log := opts.Logger
+	finished := make(chan struct{})
+	defer close(finished)
+	go exitAfterGrace(ctx, finished, log)
+
 	// The database holds password hashes and the CA key: nothing the
 	// server writes is for other users, whatever the directory was before.
 	syscall.Umask(0o077)
@@ -84,6 +95,13 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// One server per data directory, before anything in it is opened.
+	lock, err := datalock.Acquire(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+
 	// Memory: the bytes of messages in memory at once are bounded by the
 	// in-flight budget, and the Go runtime's soft limit follows it.
 	machine := memlimit.Detect()
@@ -107,10 +125,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	defer store.Close()
 
-	openCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	node, err := raftfsm.Open(openCtx, raftfsm.Config{Dir: filepath.Join(cfg.DataDir, "raft"), Logger: log}, store)
-	cancel()
+	// No deadline: a long replay of the raft log says how far it is and
+	// goes on; only the end of ctx (SIGTERM) stops it.
+	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: filepath.Join(cfg.DataDir, "raft"), Logger: log,
+		SnapshotBytes: cfg.Raft.SnapshotBytes, SnapshotInterval: cfg.Raft.SnapshotEvery()}, store)
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while starting", "reason", err)
+			return nil
+		}
 		return err
 	}
 	defer node.Close()
@@ -424,7 +447,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// Shut down: stop taking new work, let sessions finish, then stop the
 	// jobs, raft (deferred) and the store (deferred).
 	log.Info("shutting down")
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), 15*time.Second)
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), Grace-5*time.Second)
 	defer cancelShut()
 	stopJobs()
 	var sw sync.WaitGroup
@@ -444,6 +467,24 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	wg.Wait()
 	os.Remove(cfg.ControlSocket())
 	return runErr
+}
+
+// exitAfterGrace ends the process when Run has not returned within Grace
+// of the end of ctx: a stop must never hang, whatever it waits for.
+func exitAfterGrace(ctx context.Context, finished <-chan struct{}, log *slog.Logger) {
+	select {
+	case <-finished:
+		return
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(Grace)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+		log.Error("not stopped within the grace period: exiting now", "grace", Grace)
+		os.Exit(1)
+	}
 }
 
 // runLeaderJobs runs jobs while this node leads, cancelling them when it

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -18,7 +19,16 @@ import (
 type fsm struct {
 	store  *storage.Store
 	logger *slog.Logger
-	stop   chan struct{}
+	meter  *meter
+	// ctx ends when the node stops: a batch being applied and a snapshot
+	// being copied give up.
+	ctx  context.Context
+	halt context.CancelFunc
+}
+
+func newFSM(store *storage.Store, logger *slog.Logger, trailing int) *fsm {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &fsm{store: store, logger: logger, meter: newMeter(trailing), ctx: ctx, halt: cancel}
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -28,16 +38,25 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch implements raft.BatchingFSM: the commands of a batch share one
-// SQLite transaction. A failure of the database itself (disk full) must not
-// skip an entry, since every node has to apply the same log: the batch is
-// retried until it goes through or the node stops, and meanwhile proposers
-// time out with a temporary error. On stop the entries stay unapplied in
-// the database and are replayed from the log at the next start.
+// applyChunkBytes bounds the commands applied in one SQLite transaction:
+// a replay hands the FSM up to 256 entries at once, and with whole
+// messages in them one transaction would hold gigabytes and say nothing of
+// its progress until the end.
+const applyChunkBytes = 64 << 20
+
+// ApplyBatch implements raft.BatchingFSM: the commands of a batch share
+// SQLite transactions of up to applyChunkBytes. A failure of the database
+// itself (disk full) must not skip an entry, since every node has to apply
+// the same log: the transaction is retried until it goes through or the
+// node stops, and meanwhile proposers time out with a temporary error. On
+// stop the entries stay unapplied in the database and are replayed from
+// the log at the next start.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	f.meter.add(logs)
 	out := make([]any, len(logs))
 	var entries []storage.Entry
 	var at []int
+	size := 0
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			out[i] = storage.Result{}
@@ -45,26 +64,46 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		entries = append(entries, storage.Entry{Index: l.Index, Data: l.Data})
 		at = append(at, i)
+		size += len(l.Data)
+		if size >= applyChunkBytes {
+			f.applyChunk(entries, at, out)
+			entries, at, size = nil, nil, 0
+		}
 	}
-	if len(entries) == 0 {
-		return out
+	if len(entries) > 0 {
+		f.applyChunk(entries, at, out)
 	}
+	if len(logs) > 0 {
+		f.meter.applied(logs[len(logs)-1].Index)
+	}
+	return out
+}
+
+// applyChunk applies entries in one transaction and puts their results
+// at their places in out.
+func (f *fsm) applyChunk(entries []storage.Entry, at []int, out []any) {
 	backoff := 50 * time.Millisecond
 	for {
-		results, err := f.store.Apply(context.Background(), entries)
+		err := f.ctx.Err()
 		if err == nil {
-			for j, r := range results {
-				out[at[j]] = r
+			var results []storage.Result
+			if results, err = f.store.Apply(f.ctx, entries); err == nil {
+				for j, r := range results {
+					out[at[j]] = r
+				}
+				f.meter.applied(entries[len(entries)-1].Index)
+				return
 			}
-			return out
+			if f.ctx.Err() == nil {
+				f.logger.Error("applying committed commands failed; retrying", "first_index", entries[0].Index, "count", len(entries), "err", err)
+			}
 		}
-		f.logger.Error("applying committed commands failed; retrying", "first_index", entries[0].Index, "count", len(entries), "err", err)
 		select {
-		case <-f.stop:
+		case <-f.ctx.Done():
 			for _, i := range at {
 				out[i] = storage.Result{Err: fmt.Errorf("%w: node stopping: %w", ErrUnavailable, err)}
 			}
-			return out
+			return
 		case <-time.After(backoff):
 		}
 		if backoff < 5*time.Second {
@@ -77,11 +116,19 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // applies, and only freezes a read view there: the copy is made in Persist
 // while commands go on being applied.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	v, err := f.store.Freeze(context.Background())
+	v, err := f.store.Freeze(f.ctx)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	return &snapshot{view: v, dir: filepath.Dir(f.store.Path())}, nil
+	// The FSM is the only writer and this is its goroutine: the index read
+	// now is the one of the frozen view.
+	applied, err := f.store.AppliedIndex(f.ctx)
+	if err != nil {
+		v.Close()
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	f.meter.freeze(applied)
+	return &snapshot{ctx: f.ctx, view: v, dir: filepath.Dir(f.store.Path()), written: &f.meter.snapshotBytes}, nil
 }
 
 // Restore implements raft.FSM: the state becomes the snapshot's.
@@ -112,8 +159,10 @@ func restoreFrom(ctx context.Context, store *storage.Store, r io.Reader) error {
 }
 
 type snapshot struct {
-	view *storage.View
-	dir  string
+	ctx     context.Context
+	view    *storage.View
+	dir     string
+	written *atomic.Int64 // the size of the last snapshot written
 }
 
 // Persist implements raft.FSMSnapshot.
@@ -135,7 +184,7 @@ func (s *snapshot) persist(w io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "db.sqlite")
-	if err := s.view.CopyTo(context.Background(), path); err != nil {
+	if err := s.view.CopyTo(s.ctx, path); err != nil {
 		return err
 	}
 	file, err := os.Open(path)
@@ -143,8 +192,24 @@ func (s *snapshot) persist(w io.Writer) error {
 		return err
 	}
 	defer file.Close()
-	_, err = io.Copy(w, file)
+	n, err := io.Copy(w, ctxReader{s.ctx, file})
+	if err == nil {
+		s.written.Store(n)
+	}
 	return err
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // Release implements raft.FSMSnapshot.

@@ -1,9 +1,11 @@
 // Package raftfsm replicates Sigillo's store with hashicorp/raft: it is the
 // one write path. A command is encoded, appended to the raft log (fsynced
-// to disk by raft-boltdb), and applied by the FSM to the node's SQLite
+// to disk in raft.db, package logstore), and applied by the FSM to the node's SQLite
 // store; Apply returns only after that, so a front end acknowledges only
 // committed state. Snapshots are consistent copies of the SQLite database,
-// and a restart rebuilds from snapshot + log.
+// taken by the Node's policy (snapshots.go: by log bytes, entries and
+// time), and a restart rebuilds from snapshot + log, going through the log
+// after the snapshot without reading what the database already holds.
 //
 // A lone node is a one-node cluster that bootstrapped itself. Joining nodes
 // over mutual TLS, forwarding writes to the leader and backups to remote
@@ -18,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,8 +29,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"sigillo/raftfsm/logstore"
 	"sigillo/storage"
 )
 
@@ -45,45 +48,87 @@ type Config struct {
 	// enough for a one-node cluster.
 	Transport raft.Transport
 	Logger    *slog.Logger
-	// SnapshotThreshold is how many log entries trigger a snapshot
-	// (default 4096); TrailingLogs how many stay after it (default 1024).
+	// A snapshot (a copy of the database) is taken, and the log before it
+	// truncated, when the log since the last one holds SnapshotBytes of
+	// commands (default 256 MiB) or SnapshotThreshold entries (default
+	// 4096, at most once a minute), or SnapshotInterval has passed with
+	// anything new (default 1 h). See snapshots.go for the costs.
+	SnapshotBytes     int64
 	SnapshotThreshold uint64
-	TrailingLogs      uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs and TrailingBytes bound what stays in the log behind a
+	// snapshot, for a follower that is a little behind (defaults 1024
+	// entries, a quarter of SnapshotBytes: 64 MiB).
+	TrailingLogs  uint64
+	TrailingBytes int64
 	// ApplyTimeout bounds a command that has no context deadline (default 10 s).
 	ApplyTimeout time.Duration
+	// ProgressEvery is how often a start that replays the log says how far
+	// it is (default 5 s).
+	ProgressEvery time.Duration
+	// Now is the clock of the snapshot policy (default time.Now).
+	Now func() time.Time
+
+	// checkEvery is how often the snapshot policy looks (1 s; tests).
+	checkEvery time.Duration
 }
 
-// Node is one raft member with its FSM.
-type Node struct {
-	raft      *raft.Raft
-	fsm       *fsm
-	logStore  *raftboltdb.BoltStore
-	transport raft.Transport
-	logger    *slog.Logger
-	timeout   time.Duration
-	stopped   chan struct{} // closed by Close
-	closeOnce sync.Once
-}
-
-// Open starts the node on store. A node with no raft state bootstraps a
-// one-node cluster. Open returns once the node is the leader and has
-// applied every committed entry, or with an error when ctx ends first.
-func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) {
+func (cfg *Config) setDefaults() {
 	if cfg.NodeID == "" {
 		cfg.NodeID = "node1"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.SnapshotBytes <= 0 {
+		cfg.SnapshotBytes = 256 << 20
+	}
 	if cfg.SnapshotThreshold == 0 {
 		cfg.SnapshotThreshold = 4096
+	}
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = time.Hour
 	}
 	if cfg.TrailingLogs == 0 {
 		cfg.TrailingLogs = 1024
 	}
+	if cfg.TrailingBytes <= 0 {
+		cfg.TrailingBytes = cfg.SnapshotBytes / 4
+	}
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
 	}
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.checkEvery <= 0 {
+		cfg.checkEvery = time.Second
+	}
+}
+
+// Node is one raft member with its FSM.
+type Node struct {
+	raft      *raft.Raft
+	fsm       *fsm
+	logStore  *logstore.Store
+	transport raft.Transport
+	logger    *slog.Logger
+	timeout   time.Duration
+	policy    *policy
+	stopped   chan struct{} // closed by Close
+	closeOnce sync.Once
+}
+
+// Open starts the node on store. A node with no raft state bootstraps a
+// one-node cluster. Open returns once the node is the leader and has
+// applied every committed entry, however long the log is to replay
+// (saying how far it is every ProgressEvery), or with an error when ctx
+// ends first.
+func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) {
+	cfg.setDefaults()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
@@ -94,20 +139,24 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
 	}
+	// The data directory's lock (appliance/datalock) keeps other servers
+	// out; a raft.db still held is another program's, or an older server's
+	// that took no such lock.
+	logStore, err := logstore.Open(ctx, filepath.Join(cfg.Dir, "raft.db"), 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("raft log: %w", err)
+	}
 	// The database normally holds everything up to its applied index, so
 	// raft need not restore a snapshot at every start; if the database is
 	// behind the newest snapshot (lost or rolled back), restore it here.
-	if err := catchUpFromSnapshot(ctx, snaps, store, logger); err != nil {
-		return nil, err
-	}
-
-	logStore, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db"), BoltOptions: boltOptions()})
+	snapIndex, err := catchUpFromSnapshot(ctx, snaps, store, logStore, logger)
 	if err != nil {
-		return nil, fmt.Errorf("raft log store: %w", err)
+		logStore.Close()
+		return nil, err
 	}
 	// Entries carry whole messages: cache only the small ones, and keep
 	// raft.db's map from holding them (see logStore).
-	cache, err := newLogStore(32, logStore, filepath.Join(cfg.Dir, "raft.db"))
+	cache, err := newLogCache(32, logStore, filepath.Join(cfg.Dir, "raft.db"))
 	if err != nil {
 		logStore.Close()
 		return nil, fmt.Errorf("raft log cache: %w", err)
@@ -115,12 +164,22 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
-	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	// Snapshots are the policy's (snapshots.go): raft's own trigger counts
+	// entries only, blind to their size.
+	rc.SnapshotThreshold = math.MaxUint64
+	rc.SnapshotInterval = 24 * time.Hour
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.NoSnapshotRestoreOnStart = true
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	if cfg.Transport == nil {
+		// Alone, the heartbeat timeout is only the wait before the node
+		// elects itself at start (raft waits 1 to 2 times it).
+		rc.HeartbeatTimeout = 50 * time.Millisecond
+		rc.ElectionTimeout = 50 * time.Millisecond
+		rc.LeaderLeaseTimeout = 50 * time.Millisecond
+	}
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{logger}})
@@ -129,7 +188,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	if transport == nil {
 		_, transport = raft.NewInmemTransport(raft.ServerAddress(cfg.NodeID))
 	}
-	f := &fsm{store: store, logger: logger, stop: make(chan struct{})}
+	f := newFSM(store, logger, int(cfg.TrailingLogs))
 
 	has, err := raft.HasExistingState(cache, logStore, snaps)
 	if err != nil {
@@ -144,21 +203,51 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		}
 		logger.Info("bootstrapped a one-node cluster", "node", cfg.NodeID)
 	}
+
+	// Raft reads every entry after the newest snapshot twice at start:
+	// for configuration changes in NewRaft, then to replay them through
+	// the FSM, where the database skips the commands it already has. A
+	// node alone in its cluster (the in-memory transport: no peer can
+	// reach it, so nothing else reads the log meanwhile) reads those
+	// commands without their data. Say what is to come, ask the kernel for
+	// the rest, and report while it goes.
+	applied, err := store.AppliedIndex(ctx)
+	if err != nil {
+		logStore.Close()
+		return nil, err
+	}
+	alone := cfg.Transport == nil
+	if alone {
+		logStore.SkipCommandData(applied)
+	}
+	prog, err := startProgress(logger, cfg.ProgressEvery, snapIndex, applied, alone, logStore, f.meter)
+	if err != nil {
+		logStore.Close()
+		return nil, err
+	}
 	r, err := raft.NewRaft(rc, f, cache, cache, snaps, transport)
 	if err != nil {
+		prog.stop()
 		logStore.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	prog.replaying()
 	n := &Node{raft: r, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
-	if err := n.waitReady(ctx); err != nil {
+	err = n.waitReady(ctx)
+	logStore.SkipCommandData(0)
+	if err != nil {
+		prog.stop()
 		n.Close()
 		return nil, err
 	}
+	prog.finished()
+	n.policy = startPolicy(n, cfg)
 	return n, nil
 }
 
 // waitReady waits for leadership and then for a barrier, so that every
-// entry committed before the restart is in the store.
+// entry committed before the restart is in the store. Only ctx limits the
+// wait: a long replay is reported, not cut short.
 func (n *Node) waitReady(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
@@ -169,10 +258,19 @@ func (n *Node) waitReady(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	if err := n.raft.Barrier(n.timeoutFor(ctx)).Error(); err != nil {
-		return fmt.Errorf("raft barrier: %w", err)
+	// The barrier resolves once the FSM has applied everything before it;
+	// raft resolves it with ErrRaftShutdown when Close stops it.
+	done := make(chan error, 1)
+	go func() { done <- n.raft.Barrier(0).Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("raft barrier: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("replaying the raft log: %w", ctx.Err())
 	}
-	return nil
 }
 
 func (n *Node) timeoutFor(ctx context.Context) time.Duration {
@@ -253,20 +351,28 @@ func (n *Node) Stats() map[string]string { return n.raft.Stats() }
 
 // Snapshot takes a snapshot now (tests and `sigillo backup`).
 func (n *Node) Snapshot() error {
-	if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-		return fmt.Errorf("snapshot: %w", err)
+	if n.policy == nil {
+		return fmt.Errorf("snapshot: %w: node not open", ErrUnavailable)
 	}
-	return nil
+	return n.policy.snapshot("asked")
 }
 
-// Close stops raft and closes the log. It does not close the store.
+// Close stops raft and closes the log. It does not close the store. A
+// snapshot being written is abandoned (the previous one stays), and a
+// batch being applied is rolled back, to be replayed at the next start.
 func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		close(n.stopped)
-		close(n.fsm.stop)
+		n.fsm.halt()
+		if n.policy != nil {
+			n.policy.halt()
+		}
 		if e := n.raft.Shutdown().Error(); e != nil {
 			err = fmt.Errorf("raft shutdown: %w", e)
+		}
+		if n.policy != nil {
+			n.policy.wait()
 		}
 		if c, ok := n.transport.(io.Closer); ok {
 			c.Close()
@@ -278,29 +384,41 @@ func (n *Node) Close() error {
 	return err
 }
 
-func catchUpFromSnapshot(ctx context.Context, snaps *raft.FileSnapshotStore, store *storage.Store, logger *slog.Logger) error {
+// catchUpFromSnapshot restores the newest snapshot into a database that is
+// behind it, and returns the snapshot's index (0: none).
+func catchUpFromSnapshot(ctx context.Context, snaps *raft.FileSnapshotStore, store *storage.Store, logStore *logstore.Store,
+	logger *slog.Logger) (uint64, error) {
 	list, err := snaps.List()
 	if err != nil {
-		return fmt.Errorf("list snapshots: %w", err)
+		return 0, fmt.Errorf("list snapshots: %w", err)
 	}
 	if len(list) == 0 {
-		return nil
+		return 0, nil
 	}
 	applied, err := store.AppliedIndex(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	newest := list[0]
 	if applied >= newest.Index {
-		return nil
+		return newest.Index, nil
 	}
-	logger.Warn("database is behind the newest snapshot: restoring it", "applied", applied, "snapshot", newest.Index)
+	if dbIndex, ok := snapshotDatabaseIndex(logStore, newest.Index); ok && applied >= dbIndex {
+		return newest.Index, nil
+	}
+	logger.Warn("database is behind the newest snapshot: restoring it", "applied", applied, "snapshot", newest.Index,
+		"snapshot_mib", newest.Size>>20)
+	start := time.Now()
 	_, rc, err := snaps.Open(newest.ID)
 	if err != nil {
-		return fmt.Errorf("open snapshot %s: %w", newest.ID, err)
+		return 0, fmt.Errorf("open snapshot %s: %w", newest.ID, err)
 	}
 	defer rc.Close()
-	return restoreFrom(ctx, store, rc)
+	if err := restoreFrom(ctx, store, rc); err != nil {
+		return 0, err
+	}
+	logger.Info("database restored from the snapshot", "snapshot", newest.Index, "took", time.Since(start).Round(time.Millisecond))
+	return newest.Index, nil
 }
 
 // slogWriter lets hclog write through slog, at the level raft gave.

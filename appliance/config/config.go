@@ -61,6 +61,8 @@ type Config struct {
 	Scan Scan `toml:"scan"`
 	// ACME, when set, gets the listeners' certificates from an ACME CA.
 	ACME *ACME `toml:"acme"`
+	// Raft says when the replicated log is snapshotted and truncated.
+	Raft Raft `toml:"raft"`
 }
 
 // SMTPPolicy is the top-level keys of the SMTP server's policy.
@@ -421,6 +423,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max_unauthenticated_per_host must not be negative, not %d", c.MaxUnauthenticatedPerHost)
 	}
 	if err := c.Timeouts.validate(); err != nil {
+		return err
+	}
+	if err := c.Raft.validate(); err != nil {
 		return err
 	}
 	switch c.LogLevel {

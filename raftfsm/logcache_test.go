@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,20 +10,22 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"sigillo/raftfsm/logstore"
 )
 
-func openLogStore(t *testing.T) (*logStore, string) {
+func openLogCache(t *testing.T) (*logCache, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "raft.db")
-	bolt, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: boltOptions()})
+	bolt, err := logstore.Open(context.Background(), path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bolt.Close() })
-	s, err := newLogStore(8, bolt, path)
+	s, err := newLogCache(8, bolt, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +59,7 @@ func entry(i uint64, size int) *raft.Log {
 }
 
 func TestTheLogCacheKeepsSmallEntriesOnly(t *testing.T) {
-	s, _ := openLogStore(t)
+	s, _ := openLogCache(t)
 	if err := s.StoreLogs([]*raft.Log{entry(1, 100), entry(2, 3<<20), entry(3, 100)}); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +98,7 @@ func TestLargeEntriesDoNotStayResidentInTheLogsMap(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("pages are dropped on Linux only")
 	}
-	s, path := openLogStore(t)
+	s, path := openLogCache(t)
 	const size = 4 << 20
 	for i := uint64(1); i <= 8; i++ {
 		// One at a time, as raft appends them: bolt rewrites the last

@@ -2,27 +2,10 @@ package raftfsm
 
 import (
 	"fmt"
-	"strconv"
 	"sync"
 
 	"github.com/hashicorp/raft"
-	"go.etcd.io/bbolt"
 )
-
-// boltOptions are raft.db's options. Entries carry whole messages, and bolt
-// copies every value of the transaction being written onto the heap each
-// time it has to grow its memory map (node.dereference before remapping):
-// with the default map, which doubles from 32 KiB, a burst of large
-// messages was copied three times over. A map reserved large from the start
-// costs address space only (nothing is resident until read), so raft.db
-// is not remapped before it reaches that size.
-func boltOptions() *bbolt.Options {
-	o := *bbolt.DefaultOptions
-	if strconv.IntSize == 64 {
-		o.InitialMmapSize = 4 << 30
-	}
-	return &o
-}
 
 // maxCachedEntry is the largest log entry the cache keeps.
 const maxCachedEntry = 64 << 10
@@ -31,7 +14,7 @@ const maxCachedEntry = 64 << 10
 // before raft.db's pages are dropped from the process's memory map.
 const dropAfterBytes = 1 << 20
 
-// logStore is raft.db as raft uses it, raft-boltdb's store with three
+// logCache is raft.db as raft uses it: the log store (package logstore) with three
 // changes for entries that carry whole messages:
 //
 //   - The cache of recent entries keeps small entries only: a cached entry
@@ -49,7 +32,7 @@ const dropAfterBytes = 1 << 20
 //   - Writes (log and stable store) are serialised with that dropping: bolt
 //     may move its map only inside a write, and never does while the map's
 //     pages are being dropped.
-type logStore struct {
+type logCache struct {
 	store  raft.LogStore
 	stable raft.StableStore
 	drop   func() error // drops the map's pages; nil: nothing to drop
@@ -60,26 +43,26 @@ type logStore struct {
 	cache []*raft.Log
 }
 
-// newLogStore wraps a raft-boltdb store (a raft.LogStore and
+// newLogCache wraps the log store (a raft.LogStore and
 // raft.StableStore) whose file is path.
-func newLogStore(capacity int, store interface {
+func newLogCache(capacity int, store interface {
 	raft.LogStore
 	raft.StableStore
-}, path string) (*logStore, error) {
+}, path string) (*logCache, error) {
 	if capacity <= 0 {
 		return nil, fmt.Errorf("log cache capacity must be positive, not %d", capacity)
 	}
-	return &logStore{store: store, stable: store, drop: mapDropper(path), cache: make([]*raft.Log, capacity)}, nil
+	return &logCache{store: store, stable: store, drop: mapDropper(path), cache: make([]*raft.Log, capacity)}, nil
 }
 
 // IsMonotonic implements raft.MonotonicLogStore as the store does.
-func (c *logStore) IsMonotonic() bool {
+func (c *logCache) IsMonotonic() bool {
 	m, ok := c.store.(raft.MonotonicLogStore)
 	return ok && m.IsMonotonic()
 }
 
 // GetLog implements raft.LogStore.
-func (c *logStore) GetLog(idx uint64, log *raft.Log) error {
+func (c *logCache) GetLog(idx uint64, log *raft.Log) error {
 	c.mu.RLock()
 	cached := c.cache[idx%uint64(len(c.cache))]
 	c.mu.RUnlock()
@@ -99,14 +82,14 @@ func (c *logStore) GetLog(idx uint64, log *raft.Log) error {
 }
 
 // StoreLog implements raft.LogStore.
-func (c *logStore) StoreLog(log *raft.Log) error {
+func (c *logCache) StoreLog(log *raft.Log) error {
 	return c.StoreLogs([]*raft.Log{log})
 }
 
 // StoreLogs implements raft.LogStore. A large entry clears its cache slot,
 // so that an older entry with the same index (replaced after a leader
 // change) can never be served from the cache.
-func (c *logStore) StoreLogs(logs []*raft.Log) error {
+func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	if err := c.store.StoreLogs(logs); err != nil {
@@ -132,14 +115,14 @@ func (c *logStore) StoreLogs(logs []*raft.Log) error {
 }
 
 // FirstIndex implements raft.LogStore.
-func (c *logStore) FirstIndex() (uint64, error) { return c.store.FirstIndex() }
+func (c *logCache) FirstIndex() (uint64, error) { return c.store.FirstIndex() }
 
 // LastIndex implements raft.LogStore.
-func (c *logStore) LastIndex() (uint64, error) { return c.store.LastIndex() }
+func (c *logCache) LastIndex() (uint64, error) { return c.store.LastIndex() }
 
 // DeleteRange implements raft.LogStore. Deleting rewrites the leaves it
 // leaves half full, large values included: the pages are dropped after.
-func (c *logStore) DeleteRange(min, max uint64) error {
+func (c *logCache) DeleteRange(min, max uint64) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
@@ -151,28 +134,28 @@ func (c *logStore) DeleteRange(min, max uint64) error {
 }
 
 // Set implements raft.StableStore.
-func (c *logStore) Set(key, val []byte) error {
+func (c *logCache) Set(key, val []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	return c.stable.Set(key, val)
 }
 
 // Get implements raft.StableStore.
-func (c *logStore) Get(key []byte) ([]byte, error) { return c.stable.Get(key) }
+func (c *logCache) Get(key []byte) ([]byte, error) { return c.stable.Get(key) }
 
 // SetUint64 implements raft.StableStore.
-func (c *logStore) SetUint64(key []byte, val uint64) error {
+func (c *logCache) SetUint64(key []byte, val uint64) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	return c.stable.SetUint64(key, val)
 }
 
 // GetUint64 implements raft.StableStore.
-func (c *logStore) GetUint64(key []byte) (uint64, error) { return c.stable.GetUint64(key) }
+func (c *logCache) GetUint64(key []byte) (uint64, error) { return c.stable.GetUint64(key) }
 
 // dropPages drops the map's resident pages; c.writeMu is held. A failure
 // costs memory, not correctness: it is not reported.
-func (c *logStore) dropPages() {
+func (c *logCache) dropPages() {
 	if c.drop != nil {
 		c.drop()
 	}
