@@ -16,30 +16,9 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"sigillo/appliance/apptest"
 	"sigillo/storage"
 )
-
-// logBuffer collects a node's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
 
 // fakeClock is the policy's clock, moved by the test.
 type fakeClock struct {
@@ -134,8 +113,8 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 
 func TestLogBytesTriggerASnapshotAndTheLogIsTruncated(t *testing.T) {
 	dir := t.TempDir()
-	var logs logBuffer
-	cfg := Config{SnapshotBytes: 1 << 20, TrailingBytes: 600 << 10, checkEvery: 10 * time.Millisecond, Logger: logs.logger()}
+	var logs apptest.LogBuffer
+	cfg := Config{SnapshotBytes: 1 << 20, TrailingBytes: 600 << 10, checkEvery: 10 * time.Millisecond, Logger: logs.Logger(slog.LevelInfo)}
 	n, store := mustOpen(t, dir, cfg)
 
 	// 600 KiB in, below the threshold: no snapshot.
@@ -169,8 +148,8 @@ func TestLogBytesTriggerASnapshotAndTheLogIsTruncated(t *testing.T) {
 	store.Close()
 
 	// The restart reads nothing the snapshot holds.
-	var again logBuffer
-	cfg.Logger = again.logger()
+	var again apptest.LogBuffer
+	cfg.Logger = again.Logger(slog.LevelInfo)
 	n, store = mustOpen(t, dir, cfg)
 	defer store.Close()
 	defer n.Close()
@@ -198,8 +177,8 @@ func lastLine(text, with string) string {
 func TestAQuietLogIsSnapshottedByTheClockWhenSomethingChanged(t *testing.T) {
 	dir := t.TempDir()
 	clock := &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
-	var logs logBuffer
-	cfg := Config{SnapshotInterval: time.Hour, checkEvery: 10 * time.Millisecond, Now: clock.Now, Logger: logs.logger()}
+	var logs apptest.LogBuffer
+	cfg := Config{SnapshotInterval: time.Hour, checkEvery: 10 * time.Millisecond, Now: clock.Now, Logger: logs.Logger(slog.LevelInfo)}
 	n, store := mustOpen(t, dir, cfg)
 	defer store.Close()
 	defer n.Close()
@@ -317,8 +296,8 @@ func TestARestartAfterASnapshotOfANoOpKeepsTheDatabase(t *testing.T) {
 	n.Close()
 	store.Close()
 
-	var logs logBuffer
-	n, store = mustOpen(t, dir, Config{Logger: logs.logger()})
+	var logs apptest.LogBuffer
+	n, store = mustOpen(t, dir, Config{Logger: logs.Logger(slog.LevelInfo)})
 	defer store.Close()
 	defer n.Close()
 	if strings.Contains(logs.String(), "restoring") {
@@ -342,7 +321,7 @@ func TestALongReplayIsReportedAndStopsWhenAsked(t *testing.T) {
 		os.Remove(filepath.Join(dir, "sigillo.db"+suffix))
 	}
 
-	var logs logBuffer
+	var logs apptest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	type result struct {
@@ -351,7 +330,7 @@ func TestALongReplayIsReportedAndStopsWhenAsked(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, s, err := open(t, ctx, dir, Config{Logger: logs.logger(), ProgressEvery: time.Millisecond})
+		n, s, err := open(t, ctx, dir, Config{Logger: logs.Logger(slog.LevelInfo), ProgressEvery: time.Millisecond})
 		if err == nil {
 			n.Close()
 			s.Close()
@@ -400,8 +379,8 @@ func TestARestartPassesOverTheCommandsTheDatabaseHas(t *testing.T) {
 	n.Close()
 	store.Close()
 
-	var logs logBuffer
-	n, store = mustOpen(t, dir, Config{SnapshotBytes: 8 << 20, checkEvery: 10 * time.Millisecond, Logger: logs.logger()})
+	var logs apptest.LogBuffer
+	n, store = mustOpen(t, dir, Config{SnapshotBytes: 8 << 20, checkEvery: 10 * time.Millisecond, Logger: logs.Logger(slog.LevelInfo)})
 	t.Cleanup(func() { n.Close(); store.Close() })
 	plan := lastLine(logs.String(), "reading the raft log after the last snapshot")
 	var mb, toReadMiB float64

@@ -1,7 +1,6 @@
 package memlimit
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"math"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"sigillo/appliance/apptest"
 )
 
 // fakeRoot writes files (path → content) under a temporary root.
@@ -131,26 +132,9 @@ func (f *fakeBudget) TakePeak() (int64, int64) {
 	return 0, p
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestGiveBackReturnsMemoryOnceABurstIsOver(t *testing.T) {
-	var logs syncBuf
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs apptest.LogBuffer
+	logger := logs.Logger(slog.LevelDebug)
 	w := &fakeBudget{peaks: []int64{1 << 20, 50 << 20}} // a small peak, then a burst
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
