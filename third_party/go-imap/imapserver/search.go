@@ -331,7 +331,8 @@ func readSearchKeyWithAtom(criteria *imap.SearchCriteria, dec *imapwire.Decoder,
 	default:
 		seqSet, err := imapwire.ParseSeqSet(key)
 		if err != nil {
-			return err
+			// Sigillo: say what was wrong (BAD), not a server bug.
+			return newClientBugError(fmt.Sprintf("Unknown search key or bad sequence set %q", key))
 		}
 		criteria.SeqNum = append(criteria.SeqNum, seqSet)
 	}

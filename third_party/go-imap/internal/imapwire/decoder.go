@@ -92,9 +92,16 @@ func (dec *Decoder) returnErr(err error) bool {
 	return false
 }
 
+// returnErrValue records err like returnErr and returns it (Sigillo).
+func (dec *Decoder) returnErrValue(err error) error {
+	dec.returnErr(err)
+	return err
+}
+
 func (dec *Decoder) readByte() (byte, bool) {
 	if dec.MaxSize > 0 && dec.readBytes > dec.MaxSize {
-		return 0, dec.returnErr(fmt.Errorf("imapwire: max size exceeded"))
+		// Sigillo: a client error (BAD), not a server bug.
+		return 0, dec.returnErr(&DecoderExpectError{Message: "command line too long"})
 	}
 	dec.crlf = false
 	if dec.literal {
@@ -413,6 +420,11 @@ func (dec *Decoder) ExpectAString(ptr *string) bool {
 	if dec.Literal(ptr) {
 		return true
 	}
+	if dec.err != nil {
+		// Sigillo: a refused literal ends the command; reading on would
+		// wait for bytes the client is not going to send.
+		return false
+	}
 	// We cannot do dec.Atom(ptr) here because sometimes mailbox names are unquoted,
 	// and they can contain special characters like `]`.
 	return dec.Expect(dec.Func(ptr, isAStringChar), "ASTRING-CHAR")
@@ -471,7 +483,8 @@ func (dec *Decoder) List(f func() error) (isList bool, err error) {
 	}()
 
 	if dec.listDepth >= maxListDepth {
-		return false, fmt.Errorf("imapwire: exceeded max depth")
+		// Sigillo: a client error (BAD), not a server bug.
+		return false, dec.returnErrValue(&DecoderExpectError{Message: "lists nested too deeply"})
 	}
 
 	for {
@@ -520,6 +533,9 @@ func (dec *Decoder) ExpectMailbox(ptr *string) bool {
 	name, err := utf7.Decode(name)
 	if err == nil {
 		*ptr = name
+	} else {
+		// Sigillo: a client error (BAD), not a server bug.
+		err = &DecoderExpectError{Message: "mailbox name is not valid modified UTF-7"}
 	}
 	return dec.returnErr(err)
 }
@@ -545,7 +561,8 @@ func (dec *Decoder) ExpectNumSet(kind NumKind, ptr *imap.NumSet) bool {
 	}
 	numSet, err := imapnum.ParseSet(s)
 	if err != nil {
-		return dec.returnErr(err)
+		// Sigillo: a client error (BAD), not a server bug.
+		return dec.returnErr(&DecoderExpectError{Message: err.Error()})
 	}
 
 	switch kind {
@@ -578,7 +595,9 @@ func (dec *Decoder) Literal(ptr *string) bool {
 	if dec.CheckBufferedLiteralFunc != nil {
 		if err := dec.CheckBufferedLiteralFunc(lit.Size(), nonSync); err != nil {
 			lit.cancel()
-			return false
+			// Sigillo: keep the reason (NO [TOOBIG]) rather than
+			// "expected astring".
+			return dec.returnErr(err)
 		}
 	}
 	var sb strings.Builder
@@ -640,6 +659,13 @@ func (lit *LiteralReader) Size() int64 {
 func (lit *LiteralReader) Read(b []byte) (int, error) {
 	n, err := lit.r.Read(b)
 	if err == io.EOF {
+		// Sigillo: once the literal is read, the CRLF before it no
+		// longer ends the command: a command refused after its literal
+		// must still have the rest of its line discarded, or that rest
+		// is read as the next command.
+		if lit.dec != nil {
+			lit.dec.crlf = false
+		}
 		lit.cancel()
 	}
 	return n, err
