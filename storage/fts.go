@@ -182,7 +182,10 @@ func (s *Store) TextUncertain(ctx context.Context, folderID int64) (map[uint32]b
 	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM meta WHERE key=? AND value=1", textIndexedKey).Scan(&done); err != nil {
 		return nil, fmt.Errorf("text index state: %w", err)
 	}
-	q := `SELECT m.uid FROM blob_text t JOIN messages m ON m.sha256 = t.sha256 WHERE t.complete = 0 AND m.folder_id = ?`
+	// The texts cut short are few: start from them, whatever the size
+	// of the folder (CROSS JOIN keeps that order).
+	q := `SELECT m.uid FROM blob_text t INDEXED BY blob_text_cut CROSS JOIN messages m ON m.sha256 = t.sha256
+		WHERE t.complete = 0 AND m.folder_id = ?`
 	if done == 0 {
 		q = `SELECT m.uid FROM messages m LEFT JOIN blob_text t ON t.sha256 = m.sha256
 			WHERE m.folder_id = ? AND (t.id IS NULL OR t.complete = 0)`

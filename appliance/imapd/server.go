@@ -64,6 +64,9 @@ type Server struct {
 	// Now is the clock (internal date of APPEND when none is given); nil
 	// means time.Now.
 	Now func() time.Time
+	// SearchTimeout stops a SEARCH that runs longer, with NO [LIMIT]
+	// (0: 15 s).
+	SearchTimeout time.Duration
 
 	mu        sync.Mutex
 	imap      *imapserver.Server
