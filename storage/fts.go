@@ -45,6 +45,7 @@ CREATE TABLE blob_text (
 	complete INTEGER NOT NULL
 );
 CREATE INDEX blob_text_cut ON blob_text(sha256) WHERE complete = 0;
+CREATE INDEX blob_text_id ON blob_text(id, sha256);
 CREATE VIRTUAL TABLE blob_fts USING fts5(header, body, content='blob_text', content_rowid='id', tokenize='trigram');
 CREATE INDEX messages_sha ON messages(sha256, folder_id, uid);
 `
@@ -102,16 +103,20 @@ func (t *txn) dropText(sha string) error {
 // look up; shorter ones are matched by reading the stored text.
 const MinIndexedPattern = 3
 
-// SearchText returns the UIDs of the messages of a folder whose text, as
-// the index holds it, contains pattern, ignoring case: the body text, and
-// with withHeader (TEXT) the header too. For the messages TextUncertain
-// lists, a UID missing here proves nothing.
-func (s *Store) SearchText(ctx context.Context, folderID int64, pattern string, withHeader bool) (map[uint32]bool, error) {
-	out := map[uint32]bool{}
+// SearchText returns the contents, by SHA-256, whose text as the index
+// holds it contains pattern, ignoring case: the body text, and with
+// withHeader (TEXT) the header too. A pattern the index can look up (of
+// MinIndexedPattern characters or more) is looked up in the whole store,
+// and the caller keeps the contents of its own messages (mapping them to
+// a folder's UIDs in SQL would cost more than the look-up); a shorter one
+// is matched by reading the stored text of the folder's messages. For the
+// messages TextUncertain lists, a content missing here proves nothing.
+func (s *Store) SearchText(ctx context.Context, folderID int64, pattern string, withHeader bool) (map[string]bool, error) {
+	out := map[string]bool{}
 	if utf8.RuneCountInString(pattern) < MinIndexedPattern {
-		err := s.scanText(ctx, folderID, withHeader, func(uid uint32, header, body string) {
+		err := s.scanText(ctx, folderID, withHeader, func(sha, header, body string) {
 			if ContainsFold(body, pattern) || (withHeader && ContainsFold(header, pattern)) {
-				out[uid] = true
+				out[sha] = true
 			}
 		})
 		return out, err
@@ -120,46 +125,46 @@ func (s *Store) SearchText(ctx context.Context, folderID int64, pattern string, 
 	if !withHeader {
 		query = "body : " + query
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT m.uid FROM blob_fts
-		JOIN blob_text t ON t.id = blob_fts.rowid
-		JOIN messages m ON m.sha256 = t.sha256
-		WHERE blob_fts MATCH ? AND m.folder_id = ?`, query, folderID)
+	// From the index's rowids to the contents through a narrow index (a
+	// blob_text row holds the whole text), in this order (CROSS JOIN).
+	rows, err := s.db.QueryContext(ctx, `SELECT t.sha256 FROM blob_fts
+		CROSS JOIN blob_text t INDEXED BY blob_text_id ON t.id = blob_fts.rowid
+		WHERE blob_fts MATCH ?`, query)
 	if err != nil {
-		return nil, fmt.Errorf("search text of folder %d: %w", folderID, err)
+		return nil, fmt.Errorf("search text: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var uid uint32
-		if err := rows.Scan(&uid); err != nil {
-			return nil, fmt.Errorf("search text of folder %d: %w", folderID, err)
+		var sha string
+		if err := rows.Scan(&sha); err != nil {
+			return nil, fmt.Errorf("search text: %w", err)
 		}
-		out[uid] = true
+		out[sha] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("search text of folder %d: %w", folderID, err)
+		return nil, fmt.Errorf("search text: %w", err)
 	}
 	return out, nil
 }
 
 // scanText calls f with the stored text of each message of a folder.
-func (s *Store) scanText(ctx context.Context, folderID int64, withHeader bool, f func(uid uint32, header, body string)) error {
+func (s *Store) scanText(ctx context.Context, folderID int64, withHeader bool, f func(sha, header, body string)) error {
 	header := "''"
 	if withHeader {
 		header = "t.header"
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT m.uid, `+header+`, t.body FROM messages m
+	rows, err := s.db.QueryContext(ctx, `SELECT t.sha256, `+header+`, t.body FROM messages m
 		JOIN blob_text t ON t.sha256 = m.sha256 WHERE m.folder_id = ?`, folderID)
 	if err != nil {
 		return fmt.Errorf("read text of folder %d: %w", folderID, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var uid uint32
-		var h, b string
-		if err := rows.Scan(&uid, &h, &b); err != nil {
+		var sha, h, b string
+		if err := rows.Scan(&sha, &h, &b); err != nil {
 			return fmt.Errorf("read text of folder %d: %w", folderID, err)
 		}
-		f(uid, h, b)
+		f(sha, h, b)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read text of folder %d: %w", folderID, err)
@@ -223,7 +228,7 @@ const textBatch = 32
 func (s *Store) RunTextIndexer(ctx context.Context, log *slog.Logger) {
 	for {
 		var retry <-chan time.Time
-		err := s.indexBacklog(ctx, log)
+		err := s.IndexTextBacklog(ctx, log)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -246,9 +251,9 @@ func (s *Store) RunTextIndexer(ctx context.Context, log *slog.Logger) {
 
 var errTextMissing = errors.New("messages without text remain")
 
-// indexBacklog indexes what lacks text, in SHA-256 order, then records that
-// nothing does.
-func (s *Store) indexBacklog(ctx context.Context, log *slog.Logger) error {
+// IndexTextBacklog is one pass of RunTextIndexer: it indexes what lacks
+// text, in SHA-256 order, then records that nothing does.
+func (s *Store) IndexTextBacklog(ctx context.Context, log *slog.Logger) error {
 	var done int
 	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM meta WHERE key=? AND value=1", textIndexedKey).Scan(&done); err != nil {
 		return fmt.Errorf("text index state: %w", err)

@@ -178,7 +178,7 @@ type textKey struct {
 // textMatches is what the full-text index says of a folder for the BODY
 // and TEXT keys of a search.
 type textMatches struct {
-	found map[textKey]map[uint32]bool
+	found map[textKey]map[string]bool // contents by SHA-256
 	// uncertain are the messages whose text the index does not hold
 	// whole: where found says no, they are read.
 	uncertain map[uint32]bool
@@ -214,7 +214,7 @@ func (s *session) textMatches(ctx context.Context, folderID int64, criteria *ima
 	if err != nil {
 		return nil, err
 	}
-	tm := &textMatches{found: map[textKey]map[uint32]bool{}, uncertain: uncertain}
+	tm := &textMatches{found: map[textKey]map[string]bool{}, uncertain: uncertain}
 	for k := range keys {
 		if tm.found[k], err = s.srv.Store.SearchText(ctx, folderID, k.pattern, k.header); err != nil {
 			return nil, err
@@ -274,7 +274,7 @@ func (c *candidate) hasText(pattern string, withHeader bool) (bool, error) {
 	if pattern == "" {
 		return true, nil
 	}
-	if c.texts.found[textKey{pattern, withHeader}][c.m.UID] {
+	if c.texts.found[textKey{pattern, withHeader}][c.m.SHA256] {
 		return true, nil
 	}
 	if !c.texts.uncertain[c.m.UID] {
