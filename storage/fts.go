@@ -33,9 +33,10 @@ import (
 // stored before the index existed. Nothing in any command's result depends
 // on it.
 //
-// Cost: the trigram index takes about three times the text it indexes;
-// the text itself is stored once more (blob_text), at most
-// mailtext.IndexHeaderBytes + mailtext.IndexBodyBytes per content.
+// Cost: the trigram index takes about twice the text it indexes, and the
+// text itself is stored (blob_text), at most mailtext.IndexHeaderBytes +
+// mailtext.IndexBodyBytes per content. A look-up costs in proportion to the
+// contents matching in the whole store, not in the searched folder.
 const ftsSchema = `
 CREATE TABLE blob_text (
 	id       INTEGER PRIMARY KEY,
