@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -60,6 +61,24 @@ func (a *applier) deliverTo(mailbox int64, folder, msg string) Placement {
 	a.t.Helper()
 	r := a.must(&Deliver{Targets: []Target{{MailboxID: mailbox, Folder: folder}}, Data: []byte(msg), InternalDate: 5}).(*DeliverResult)
 	return r.Placed[0]
+}
+
+// syncBuffer is a log destination a goroutine writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // checkIndex runs FTS5's own consistency check of the index against the
@@ -222,36 +241,49 @@ func TestAStoreFromBeforeTheIndexGetsIndexed(t *testing.T) {
 		t.Fatalf("a new delivery is not indexed at once: %v", got)
 	}
 
-	var logs bytes.Buffer
+	logs := &syncBuffer{}
 	ictx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.RunTextIndexer(ictx, slog.New(slog.NewTextHandler(&logs, nil)))
+		s.RunTextIndexer(ictx, slog.New(slog.NewTextHandler(logs, nil)))
 	}()
+	// Searches stay right while it runs; it says when it is done.
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for !strings.Contains(logs.String(), "indexed the text") {
+		// Uncertain first, as searches ask: what is indexed in between
+		// is found.
 		u, err := s.TextUncertain(ctx, inbox.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(u) == 0 {
-			break
+		got, err := found(s, inbox.ID, "zebra", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, uid := range got {
+			u[uid] = true
+		}
+		if len(u) != old+1 {
+			t.Fatalf("%d found or uncertain of %d", len(u), old+1)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("still %d uncertain", len(u))
+			t.Fatalf("the indexer did not finish:\n%s", logs.String())
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	stop()
 	<-done
+	if u, err := s.TextUncertain(ctx, inbox.ID); err != nil || len(u) != 0 {
+		t.Fatalf("uncertain after indexing: %v %v", u, err)
+	}
 	if got, _ := found(s, inbox.ID, "zebra", false); len(got) != old+1 {
 		t.Fatalf("%d found after indexing, want %d", len(got), old+1)
 	}
 	if got, _ := found(s, inbox.ID, "number 17,", false); fmt.Sprint(got) != "[18]" {
 		t.Fatalf("number 17: %v", got)
 	}
-	if !strings.Contains(logs.String(), fmt.Sprintf("contents=%d", old)) || !strings.Contains(logs.String(), "indexed the text") {
+	if !strings.Contains(logs.String(), fmt.Sprintf("contents=%d", old)) {
 		t.Errorf("the indexer did not say what it did:\n%s", logs.String())
 	}
 	checkIndex(t, s)

@@ -210,6 +210,8 @@ func (s *session) textMatches(ctx context.Context, folderID int64, criteria *ima
 	if len(keys) == 0 {
 		return nil, nil
 	}
+	// Uncertain first: a message indexed between the two reads is then
+	// in one or the other, never in neither.
 	uncertain, err := s.srv.Store.TextUncertain(ctx, folderID)
 	if err != nil {
 		return nil, err
