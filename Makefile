@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/pop3d/
 	$(GO) test -run '^$$' -fuzz FuzzRendering -fuzztime 30s ./appliance/imapd/
 	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime 30s ./storage/mailtext/
+	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/imapd/
 	$(GO) test -run '^$$' -fuzz FuzzVerifyMIME -fuzztime 30s ./appliance/signer/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./appliance/pecverify/
 	$(GO) test -run '^$$' -fuzz FuzzParseDaticert -fuzztime 30s ./appliance/pecverify/

@@ -115,6 +115,7 @@ func TestASearchCostsNoMoreThanItsLimits(t *testing.T) {
 		{"an unknown key", "SEARCH FROBNICATE", "BAD"},
 		{"a bad date", "SEARCH SINCE 32-Foo-2024", "BAD"},
 		{"UID 0", "UID SEARCH UID 0", "BAD"},
+		{"a quote left open", `SEARCH SINCE "1-Jan-2024 BODY x`, "BAD"},
 		{"a line over 50 KiB", "SEARCH " + strings.Repeat("NOT ", 20000) + "ALL", "BAD"},
 	} {
 		_, st, took := rc.do(c.cmd)

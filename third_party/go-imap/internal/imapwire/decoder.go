@@ -399,6 +399,13 @@ func (dec *Decoder) Quoted(ptr *string) bool {
 		if ch == '"' {
 			break
 		}
+		if ch == '\r' || ch == '\n' {
+			// Sigillo: a quoted string ends on its line (RFC 9051
+			// QUOTED-CHAR has no CR or LF); reading on would wait for
+			// the closing quote in the client's next commands.
+			dec.mustUnreadByte()
+			return dec.returnErr(&DecoderExpectError{Message: "quoted string without its closing quote"})
+		}
 
 		if ch == '\\' {
 			ch, ok = dec.readByte()
