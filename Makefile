@@ -26,6 +26,7 @@ test: check
 bench:
 	GO=$(GO) bash testdata/bench/sigillo.sh
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m .
+	$(GO) test -run '^$$' -bench BenchmarkSearch100k -benchtime 1x -timeout 30m ./appliance/imapd/
 
 # bench-baseline: the same load against a private Postfix + Dovecot and
 # against Sigillo, side by side (root; installs postfix and dovecot if missing).
@@ -38,6 +39,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/pop3d/
 	$(GO) test -run '^$$' -fuzz FuzzHeaderPolicy -fuzztime 30s ./appliance/smtpd/
 	$(GO) test -run '^$$' -fuzz FuzzRendering -fuzztime 30s ./appliance/imapd/
+	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime 30s ./storage/mailtext/
+	$(GO) test -run '^$$' -fuzz FuzzCommandLine -fuzztime 30s ./appliance/imapd/
 	$(GO) test -run '^$$' -fuzz FuzzVerifyMIME -fuzztime 30s ./appliance/signer/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./appliance/pecverify/
 	$(GO) test -run '^$$' -fuzz FuzzParseDaticert -fuzztime 30s ./appliance/pecverify/

@@ -386,6 +386,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}()
 	}
 
+	// Every node gives its own full-text index the text of messages
+	// stored before the index existed (storage.RunTextIndexer).
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		store.RunTextIndexer(jobsCtx, log.With("component", "search"))
+	}()
+
 	// Leader-only jobs: the outbound queue and certificate renewal. One
 	// node is always its own leader; in a cluster they follow leadership.
 	wg.Add(1)

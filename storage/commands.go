@@ -356,6 +356,12 @@ func (c *Deliver) apply(t *txn) (any, error) {
 		}
 		res.Placed = append(res.Placed, p)
 	}
+	if len(res.Placed) > 0 {
+		// The text for SEARCH BODY and TEXT (fts.go), once per content.
+		if err := t.indexText(sha, c.Data); err != nil {
+			return nil, err
+		}
+	}
 	if q := c.Quarantine; q != nil {
 		if err := t.quarantine(q, sha, c.Data, c.InternalDate, &stored); err != nil {
 			return nil, err
@@ -986,8 +992,14 @@ func (t *txn) releaseBlob(sha string) error {
 	if _, err := t.exec("UPDATE blobs SET refs=refs-1 WHERE sha256=?", sha); err != nil {
 		return err
 	}
-	_, err := t.exec("DELETE FROM blobs WHERE sha256=? AND refs<=0", sha)
-	return err
+	res, err := t.exec("DELETE FROM blobs WHERE sha256=? AND refs<=0", sha)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return t.dropText(sha) // its text goes with it (fts.go)
+	}
+	return nil
 }
 
 // deleteMessagesWhere deletes the matching messages and drops their

@@ -81,4 +81,5 @@ CREATE TABLE kv (
 	// up after each command) without reading the whole folder.
 	`CREATE INDEX messages_modseq ON messages(folder_id, modseq);`,
 	pecTrackDetailSchema, // 8: the busta's recipients and Reply-To for the notices (pecbatch.go)
+	ftsSchema,            // 9: the text of message content and its full-text index (fts.go)
 }

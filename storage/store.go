@@ -15,6 +15,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"os"
@@ -36,6 +37,8 @@ type Store struct {
 	writeMu sync.Mutex
 
 	hub hub
+	// restored tells RunTextIndexer that Restore replaced the state.
+	restored chan struct{}
 }
 
 // Open opens (creating if needed) the database at path and brings its schema
@@ -48,7 +51,7 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, path: path, hub: newHub()}
+	s := &Store{db: db, path: path, hub: newHub(), restored: make(chan struct{}, 1)}
 	return s, nil
 }
 
@@ -204,7 +207,8 @@ func (s *Store) Snapshot(ctx context.Context, path string) error {
 }
 
 // userTables are the tables copied by Restore, parents before children.
-var userTables = []string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv", "pec_log", "pec_log_heads", "pec_track", "virus_store", "pec_received"}
+var userTables = append([]string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv", "pec_log", "pec_log_heads", "pec_track", "virus_store", "pec_received"},
+	ftsTables...)
 
 // Restore replaces the whole state with the database file at path (made by
 // Snapshot, possibly by an older version: it is migrated first). The swap is
@@ -245,7 +249,15 @@ func (s *Store) Restore(ctx context.Context, path string) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("restore: commit: %w", err)
 	}
+	// FTS5 keeps what it read of its index per connection, and this one
+	// rewrote the index's tables under it: it is closed rather than
+	// reused (other connections see the change and read afresh).
+	conn.Raw(func(any) error { return driver.ErrBadConn })
 	s.hub.publishAll()
+	select {
+	case s.restored <- struct{}{}:
+	default:
+	}
 	return nil
 }
 

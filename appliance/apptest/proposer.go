@@ -75,3 +75,29 @@ func (p *Proposer) Must(t testing.TB, cmd storage.Command) any {
 	}
 	return v
 }
+
+// ApplyAll applies cmds at the next log indexes in one batch (one SQLite
+// transaction), as the raft FSM applies a batch of log entries, and
+// returns each command's result. It is for filling a store quickly.
+func (p *Proposer) ApplyAll(ctx context.Context, cmds []storage.Command) ([]storage.Result, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.fail.Load(); e != nil {
+		return nil, *e
+	}
+	var err error
+	if p.index == 0 {
+		if p.index, err = p.Store.AppliedIndex(ctx); err != nil {
+			return nil, err
+		}
+	}
+	entries := make([]storage.Entry, len(cmds))
+	for i, cmd := range cmds {
+		if entries[i].Data, err = storage.Encode(cmd); err != nil {
+			return nil, err
+		}
+		p.index++
+		entries[i].Index = p.index
+	}
+	return p.Store.Apply(ctx, entries)
+}

@@ -33,7 +33,7 @@ var errNoQuorum = errors.New("raft: no quorum (test)")
 
 // env is a running server with one account.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	store    *storage.Store
 	proposer *apptest.Proposer
 	srv      *Server
@@ -48,7 +48,8 @@ type env struct {
 
 const testMaxMessage = 1 << 20
 
-func newEnv(t *testing.T, configure ...func(*Server)) *env {
+// newEnv starts the server, after opts have set what they set in it.
+func newEnv(t testing.TB, opts ...func(*Server)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := storage.Open(filepath.Join(dir, "db.sqlite"))
@@ -75,8 +76,8 @@ func newEnv(t *testing.T, configure ...func(*Server)) *env {
 		MaxMessageBytes: testMaxMessage,
 		Now:             func() time.Time { return time.Date(2024, 3, 5, 10, 20, 30, 0, time.UTC) },
 	}
-	for _, c := range configure {
-		c(e.srv)
+	for _, o := range opts {
+		o(e.srv)
 	}
 	plain, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -36,6 +37,35 @@ func canonicalPattern(p string) string {
 	return p
 }
 
+// What a new folder name may be: at most 255 bytes (as the store allows)
+// in at most 20 levels (Dovecot's MAILBOX_MAX_HIERARCHY_LEVELS); no
+// control characters (CR, LF, NUL, …), no LIST wildcards, no empty level.
+const (
+	maxNameBytes  = 255
+	maxNameLevels = 20
+)
+
+// checkNewName refuses a name CREATE or RENAME may not give, saying why.
+func checkNewName(name string) error {
+	switch {
+	case name == "":
+		return no(imap.ResponseCodeCannot, "Mailbox name is empty")
+	case len(name) > maxNameBytes:
+		return no(imap.ResponseCodeCannot, "Mailbox names are limited to %d bytes, this one has %d", maxNameBytes, len(name))
+	case strings.Count(name, string(delim)) >= maxNameLevels:
+		return no(imap.ResponseCodeCannot, "Mailbox names are limited to %d levels", maxNameLevels)
+	case !utf8.ValidString(name):
+		return no(imap.ResponseCodeCannot, "Mailbox name is not valid UTF-8")
+	case strings.ContainsFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) }):
+		return no(imap.ResponseCodeCannot, "Mailbox names cannot contain control characters (CR, LF, NUL, ...)")
+	case strings.ContainsAny(name, "*%"):
+		return no(imap.ResponseCodeCannot, "Mailbox names cannot contain * or %%")
+	case strings.HasPrefix(name, string(delim)) || strings.Contains(name, string(delim)+string(delim)):
+		return no(imap.ResponseCodeCannot, "Mailbox name has an empty level")
+	}
+	return nil
+}
+
 // folder looks a folder of the logged-in account up by name.
 func (s *session) folder(name string) (storage.Folder, error) {
 	f, err := s.srv.Store.FolderByName(s.ctx, s.mailboxID(), canonicalName(name))
@@ -53,6 +83,9 @@ func (s *session) Create(mailbox string, options *imap.CreateOptions) error {
 	name := canonicalName(mailbox)
 	if name == "INBOX" {
 		return no(imap.ResponseCodeAlreadyExists, "INBOX always exists")
+	}
+	if err := checkNewName(name); err != nil {
+		return err
 	}
 	var use string
 	if options != nil && len(options.SpecialUse) > 0 {
@@ -94,6 +127,9 @@ func (s *session) Rename(mailbox, newName string, _ *imap.RenameOptions) error {
 	to := canonicalName(newName)
 	if to == "INBOX" {
 		return no(imap.ResponseCodeAlreadyExists, "INBOX always exists")
+	}
+	if err := checkNewName(to); err != nil {
+		return err
 	}
 	if to == f.Name {
 		return no(imap.ResponseCodeAlreadyExists, "Mailbox already has that name")

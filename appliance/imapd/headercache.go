@@ -86,7 +86,8 @@ func (s *session) header(m storage.Message) ([]byte, textproto.Header, error) {
 }
 
 // folderCacheRows bounds the message rows kept by folderCache (about
-// 40 MB).
+// 40 MB); one folder may take half (SEARCH on a folder of 100,000
+// messages should not read them all from the store each time).
 const folderCacheRows = 200_000
 
 // folderCache keeps the message rows of recently read folders at their
@@ -122,7 +123,7 @@ func (c *folderCache) get(f storage.Folder) (msgs []storage.Message, ok bool, ol
 }
 
 func (c *folderCache) put(f storage.Folder, msgs []storage.Message) {
-	if len(msgs) > folderCacheRows/4 {
+	if len(msgs) > folderCacheRows/2 {
 		return
 	}
 	c.mu.Lock()

@@ -1,8 +1,8 @@
 package imapd
 
 import (
-	"bytes"
-	"io"
+	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -12,40 +12,121 @@ import (
 	"github.com/emersion/go-message/mail"
 
 	"sigillo/storage"
+	"sigillo/storage/mailtext"
 )
 
-// maxSearchDepth bounds the MIME parts walked for BODY and TEXT.
-const maxSearchDepth = 20
+// What one SEARCH may cost. A search key is one criterion (BODY x, SEEN,
+// a sequence set, NOT, OR, …); BODY and TEXT keys each cost a look-up in
+// the store's full-text index; NOT and OR nest. Beyond these a SEARCH is
+// refused with NO [LIMIT] (RFC 5530) before anything is read, and one
+// that runs longer than the Server's SearchTimeout is stopped and refused
+// the same way.
+const (
+	maxSearchKeys        = 1000
+	maxSearchTextKeys    = 100
+	maxSearchDepth       = 100
+	defaultSearchTimeout = 15 * time.Second
+)
+
+// checkSearchCost refuses criteria beyond the limits.
+func checkSearchCost(c *imap.SearchCriteria) error {
+	var cost searchCost
+	if cost.add(c, 0) {
+		return nil
+	}
+	switch {
+	case cost.depth > maxSearchDepth:
+		return no(imap.ResponseCodeLimit, "SEARCH nests NOT and OR more than %d deep", maxSearchDepth)
+	case cost.text > maxSearchTextKeys:
+		return no(imap.ResponseCodeLimit, "SEARCH has more than %d BODY and TEXT keys", maxSearchTextKeys)
+	default:
+		return no(imap.ResponseCodeLimit, "SEARCH has more than %d search keys", maxSearchKeys)
+	}
+}
+
+type searchCost struct{ keys, text, depth int }
+
+// add counts c at depth, and tells whether the total is within the limits
+// (it stops counting at the first limit passed).
+func (sc *searchCost) add(c *imap.SearchCriteria, depth int) bool {
+	if depth > maxSearchDepth {
+		sc.depth = depth
+		return false
+	}
+	n := len(c.SeqNum) + len(c.UID) + len(c.Flag) + len(c.NotFlag) + len(c.Header) + len(c.Body) + len(c.Text) + len(c.Not) + len(c.Or)
+	for _, set := range []bool{!c.Since.IsZero(), !c.Before.IsZero(), !c.SentSince.IsZero(), !c.SentBefore.IsZero(), c.Larger != 0, c.Smaller != 0} {
+		if set {
+			n++
+		}
+	}
+	sc.keys += n
+	sc.text += len(c.Body) + len(c.Text)
+	if sc.keys > maxSearchKeys || sc.text > maxSearchTextKeys {
+		return false
+	}
+	for i := range c.Not {
+		if !sc.add(&c.Not[i], depth+1) {
+			return false
+		}
+	}
+	for i := range c.Or {
+		if !sc.add(&c.Or[i][0], depth+1) || !sc.add(&c.Or[i][1], depth+1) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) searchTimeout() time.Duration {
+	if s.SearchTimeout > 0 {
+		return s.SearchTimeout
+	}
+	return defaultSearchTimeout
+}
 
 // Search implements imapserver.Session over the messages of the view.
 // Criteria on flags, dates, sizes and sets use the store's message rows;
-// header and text criteria read the content, only when asked for.
+// header criteria the header cache; BODY and TEXT the store's full-text
+// index, reading a message itself only when the index does not hold all
+// its text.
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
 	v, err := s.selected()
 	if err != nil {
 		return nil, err
 	}
-	f, err := s.srv.Store.FolderByID(s.ctx, v.folder.ID)
+	if err := checkSearchCost(criteria); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.srv.searchTimeout())
+	defer cancel()
+	f, err := s.srv.Store.FolderByID(ctx, v.folder.ID)
 	if err != nil {
-		return nil, s.fail("search", err)
+		return nil, s.searchFailed(ctx, err)
 	}
 	msgs, err := s.messages(f)
 	if err != nil {
-		return nil, s.fail("search", err)
+		return nil, s.searchFailed(ctx, err)
 	}
 	v.staticCriteria(criteria)
+	texts, err := s.textMatches(ctx, f.ID, criteria)
+	if err != nil {
+		return nil, s.searchFailed(ctx, err)
+	}
 	data := &imap.SearchData{}
 	var seqs imap.SeqSet
 	var uids imap.UIDSet
-	for _, m := range msgs {
+	for i, m := range msgs {
+		if i%64 == 0 && ctx.Err() != nil {
+			return nil, s.searchFailed(ctx, ctx.Err())
+		}
 		seq := v.seqOf(m.UID)
 		if seq == 0 || v.ghosts[m.UID] {
 			continue // not (or no longer) in the client's view
 		}
-		c := &candidate{s: s, seq: seq, m: m}
+		c := &candidate{s: s, ctx: ctx, seq: seq, m: m, texts: texts}
 		ok, err := c.match(criteria)
 		if err != nil {
-			return nil, s.fail("search", err)
+			return nil, s.searchFailed(ctx, err)
 		}
 		if !ok {
 			continue
@@ -76,6 +157,72 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		s.mu.Unlock()
 	}
 	return data, nil
+}
+
+// searchFailed is NO [LIMIT] for a search that ran out of time, else what
+// fail says.
+func (s *session) searchFailed(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && s.ctx.Err() == nil {
+		s.log.Info("imap search stopped", "after", s.srv.searchTimeout())
+		return no(imap.ResponseCodeLimit, "SEARCH took more than %v: search for something narrower", s.srv.searchTimeout())
+	}
+	return s.fail("search", err)
+}
+
+// textKey is one BODY (header false) or TEXT (header true) key.
+type textKey struct {
+	pattern string
+	header  bool
+}
+
+// textMatches is what the full-text index says of a folder for the BODY
+// and TEXT keys of a search.
+type textMatches struct {
+	found map[textKey]map[string]bool // contents by SHA-256
+	// uncertain are the messages whose text the index does not hold
+	// whole: where found says no, they are read.
+	uncertain map[uint32]bool
+}
+
+// textMatches looks every BODY and TEXT key of the criteria up in the
+// index, once each.
+func (s *session) textMatches(ctx context.Context, folderID int64, criteria *imap.SearchCriteria) (*textMatches, error) {
+	keys := map[textKey]bool{}
+	var collect func(c *imap.SearchCriteria)
+	collect = func(c *imap.SearchCriteria) {
+		for _, p := range c.Body {
+			keys[textKey{p, false}] = true
+		}
+		for _, p := range c.Text {
+			keys[textKey{p, true}] = true
+		}
+		for i := range c.Not {
+			collect(&c.Not[i])
+		}
+		for i := range c.Or {
+			collect(&c.Or[i][0])
+			collect(&c.Or[i][1])
+		}
+	}
+	collect(criteria)
+	delete(keys, textKey{"", false})
+	delete(keys, textKey{"", true})
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	// Uncertain first: a message indexed between the two reads is then
+	// in one or the other, never in neither.
+	uncertain, err := s.srv.Store.TextUncertain(ctx, folderID)
+	if err != nil {
+		return nil, err
+	}
+	tm := &textMatches{found: map[textKey]map[string]bool{}, uncertain: uncertain}
+	for k := range keys {
+		if tm.found[k], err = s.srv.Store.SearchText(ctx, folderID, k.pattern, k.header); err != nil {
+			return nil, err
+		}
+	}
+	return tm, nil
 }
 
 // staticCriteria replaces * and $ in the criteria's sets by what they stand
@@ -114,23 +261,36 @@ func (v *view) staticCriteria(c *imap.SearchCriteria) {
 // candidate is one message being matched; its content and header are read
 // once, on first need.
 type candidate struct {
-	s       *session
-	seq     uint32
-	m       storage.Message
-	content []byte
-	loaded  bool
-	header  *mail.Header
+	s      *session
+	ctx    context.Context
+	seq    uint32
+	m      storage.Message
+	texts  *textMatches
+	text   *mailtext.Text // the whole text, for a message the index is unsure of
+	header *mail.Header
 }
 
-func (c *candidate) load() ([]byte, error) {
-	if !c.loaded {
-		b, err := c.s.srv.Store.Content(c.s.ctx, c.m.SHA256)
-		if err != nil {
-			return nil, err
-		}
-		c.content, c.loaded = b, true
+// hasText is BODY (withHeader false) and TEXT: the index's answer, or for
+// a message whose text it does not hold whole, the message's own.
+func (c *candidate) hasText(pattern string, withHeader bool) (bool, error) {
+	if pattern == "" {
+		return true, nil
 	}
-	return c.content, nil
+	if c.texts.found[textKey{pattern, withHeader}][c.m.SHA256] {
+		return true, nil
+	}
+	if !c.texts.uncertain[c.m.UID] {
+		return false, nil
+	}
+	if c.text == nil {
+		content, err := c.s.srv.Store.Content(c.ctx, c.m.SHA256)
+		if err != nil {
+			return false, err
+		}
+		t := mailtext.Extract(content, mailtext.Full())
+		c.text = &t
+	}
+	return storage.ContainsFold(c.text.Body, pattern) || (withHeader && storage.ContainsFold(c.text.Header, pattern)), nil
 }
 
 func (c *candidate) mailHeader() (*mail.Header, error) {
@@ -192,21 +352,13 @@ func (c *candidate) match(cr *imap.SearchCriteria) (bool, error) {
 		}
 	}
 	for _, text := range cr.Text {
-		content, err := c.load()
-		if err != nil {
+		if ok, err := c.hasText(text, true); err != nil || !ok {
 			return false, err
-		}
-		if !matchText(content, text, true) {
-			return false, nil
 		}
 	}
 	for _, body := range cr.Body {
-		content, err := c.load()
-		if err != nil {
+		if ok, err := c.hasText(body, false); err != nil || !ok {
 			return false, err
-		}
-		if !matchText(content, body, false) {
-			return false, nil
 		}
 	}
 	for i := range cr.Not {
@@ -257,71 +409,4 @@ func matchHeaderField(fields gomessage.HeaderFields, pattern string) bool {
 		}
 	}
 	return false
-}
-
-// matchText is SEARCH BODY (withHeader false) and TEXT: a case-insensitive
-// substring of the decoded text parts (and header fields), or of the raw
-// bytes, so that malformed MIME is still searchable.
-func matchText(content []byte, pattern string, withHeader bool) bool {
-	if pattern == "" {
-		return true
-	}
-	p := bytes.ToLower([]byte(pattern))
-	header, text := splitMessage(content)
-	if withHeader && bytes.Contains(bytes.ToLower(header), p) {
-		return true
-	}
-	if bytes.Contains(bytes.ToLower(text), p) {
-		return true
-	}
-	if tooDeep(content) {
-		return false
-	}
-	e, err := gomessage.Read(bytes.NewReader(content))
-	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
-		return false
-	}
-	return matchEntity(e, p, withHeader, 0)
-}
-
-func matchEntity(e *gomessage.Entity, p []byte, withHeader bool, depth int) (found bool) {
-	defer func() {
-		if recover() != nil {
-			found = false
-		}
-	}()
-	if depth > maxSearchDepth {
-		return false
-	}
-	if withHeader {
-		for f := e.Header.Fields(); f.Next(); {
-			v, err := f.Text()
-			if err != nil {
-				v = f.Value()
-			}
-			if bytes.Contains(bytes.ToLower([]byte(v)), p) {
-				return true
-			}
-		}
-	}
-	if mr := e.MultipartReader(); mr != nil {
-		for {
-			part, err := mr.NextPart()
-			if part == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
-				return false
-			}
-			if matchEntity(part, p, withHeader, depth+1) {
-				return true
-			}
-		}
-	}
-	t, _, _ := e.Header.ContentType()
-	if !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
-		return false
-	}
-	body, err := io.ReadAll(io.LimitReader(e.Body, 64<<20))
-	if err != nil && len(body) == 0 {
-		return false
-	}
-	return bytes.Contains(bytes.ToLower(body), p)
 }

@@ -82,6 +82,9 @@ type Server struct {
 	// Budget, if set, bounds the bytes of messages in memory at once: an
 	// APPEND waits for room, and gets NO [UNAVAILABLE] when none came.
 	Budget *inflight.Budget
+	// SearchTimeout stops a SEARCH that runs longer, with NO [LIMIT]
+	// (0: 15 s).
+	SearchTimeout time.Duration
 
 	mu        sync.Mutex
 	imap      *imapserver.Server
