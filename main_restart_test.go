@@ -278,8 +278,11 @@ func TestARestartAfterMuchMailReadsOnlyTheLogSinceTheLastSnapshot(t *testing.T) 
 	if m == nil {
 		t.Fatalf("the restart did not say what it read of the log")
 	}
-	if mb, _ := strconv.ParseFloat(m[2], 64); mb < 2 || mb > 4+1 {
-		t.Fatalf("the restart went through %s MiB of log after the last snapshot, want the 2.6 MB tail: %s", m[2], m[0])
+	// The last snapshot may have come in the middle of the fourth round
+	// (once 4 MiB were logged): what follows it is then the rest of that
+	// round, under the threshold, plus the 2.6 MB tail; never the 25 MB.
+	if mb, _ := strconv.ParseFloat(m[2], 64); mb < 2 || mb > 4+2.6+0.9 {
+		t.Fatalf("the restart went through %s MiB of log after the last snapshot, want the 2.6 MB tail and at most the 4 MiB threshold more: %s", m[2], m[0])
 	}
 	// The database has all of it: only the entries' headers are read.
 	if mb, _ := strconv.ParseFloat(m[3], 64); mb > 0.1 {
