@@ -132,3 +132,22 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+func TestAGestoreLeadsItsPECJobsToo(t *testing.T) {
+	module, pins := softhsmTokens(t, t.TempDir(), "sigillo")
+	a := newInstance(t, "mail.a.test", pecGestoreConfig(module, "sigillo", pins["sigillo"], "Example PEC S.p.A.", "posta-certificata@mail.a.test"))
+	a.cli("", "gestore", "init")
+	a.start()
+	const list = "queue, pec-timers, legal-log, ca-refresh"
+	started := logLines(a.logged(), "leader jobs started: "+list)
+	if len(started) != 1 {
+		t.Fatalf("a gestore's leader jobs:\n%s", strings.Join(logLines(a.logged(), "leader jobs"), "\n"))
+	}
+	t.Logf("leadership gained: %s", started[0])
+	a.stop(syscall.SIGTERM)
+	stopped := logLines(a.logged(), "leader jobs stopped: "+list)
+	if len(stopped) != 1 {
+		t.Fatalf("a gestore's leader jobs at shutdown:\n%s", strings.Join(logLines(a.logged(), "leader jobs"), "\n"))
+	}
+	t.Logf("leadership lost (shutdown): %s", stopped[0])
+}
