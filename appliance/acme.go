@@ -17,14 +17,16 @@ import (
 // its certificates, keys, account and locks in the replicated store,
 // encrypted with a key kept in the data directory, with the local CA
 // serving until the first certificate arrives.
-func newACME(cfg config.Config, store *storage.Store, proposer certstore.Proposer, fallback tlsmgr.Source, log *slog.Logger) (*tlsmgr.ACME, error) {
+func newACME(cfg config.Config, nodeID string, store *storage.Store, proposer certstore.Proposer, fallback tlsmgr.Source, log *slog.Logger) (*tlsmgr.ACME, error) {
 	a := cfg.ACME
 	key, err := certstore.LoadOrCreateKey(filepath.Join(cfg.DataDir, "acme-storage.key"))
 	if err != nil {
 		return nil, fmt.Errorf("acme: storage key: %w", err)
 	}
-	// The owner of certmagic's locks: this node, the same across restarts.
-	st := &certstore.Storage{Reader: store, Proposer: proposer, Key: key, Owner: cfg.Hostname, Now: time.Now}
+	// The owner of certmagic's locks: this node, the same across restarts
+	// and unlike the other nodes behind the same MX (which share its
+	// host name).
+	st := &certstore.Storage{Reader: store, Proposer: proposer, Key: key, Owner: nodeID, Now: time.Now}
 	ac := tlsmgr.ACMEConfig{Email: a.Email, CA: a.CA, Names: a.Names, Challenge: a.Challenge}
 	if a.CARoot != "" {
 		if ac.CARoot, err = os.ReadFile(a.CARoot); err != nil {

@@ -32,9 +32,9 @@ import (
 	"sigillo/appliance/diskguard"
 	"sigillo/appliance/imapd"
 	"sigillo/appliance/inflight"
-	"sigillo/appliance/legallog"
+	"sigillo/appliance/leader"
 	"sigillo/appliance/memlimit"
-	"sigillo/appliance/pec"
+	"sigillo/appliance/nodeid"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/scan"
@@ -125,9 +125,17 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	defer store.Close()
 
+	// This node's name in the cluster: the raft server ID and the owner
+	// of its locks, chosen once and kept in the data directory.
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	nodeID, err := nodeid.Load(cfg.DataDir, raftDir, cfg.Cluster.NodeID)
+	if err != nil {
+		return err
+	}
+
 	// No deadline: a long replay of the raft log says how far it is and
 	// goes on; only the end of ctx (SIGTERM) stops it.
-	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: filepath.Join(cfg.DataDir, "raft"), Logger: log,
+	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: raftDir, NodeID: nodeID, Logger: log,
 		SnapshotBytes: cfg.Raft.SnapshotBytes, SnapshotInterval: cfg.Raft.SnapshotEvery()}, store)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -148,7 +156,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	var certs tlsmgr.Source = ca
 	var acme *tlsmgr.ACME
 	if cfg.ACME != nil {
-		if acme, err = newACME(cfg, store, node, ca, log); err != nil {
+		if acme, err = newACME(cfg, nodeID, store, node, ca, log); err != nil {
 			return err
 		}
 		defer acme.Close()
@@ -210,7 +218,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		StorageCheck:    guard.Check,
 		Logger:          log.With("component", "smtp"),
 		Now:             opts.Now,
-		Enqueued:        runner.Kick,
 		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.SMTP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
 
 		RelayNetworks:         cfg.RelayPrefixes(),
@@ -394,50 +401,20 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		store.RunTextIndexer(jobsCtx, log.With("component", "search"))
 	}()
 
-	// Leader-only jobs: the outbound queue and certificate renewal. One
-	// node is always its own leader; in a cluster they follow leadership.
+	// Leader-only jobs: one list, started when this node becomes leader
+	// and stopped when it stops leading. One node alone is always its own
+	// leader.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		runLeaderJobs(jobsCtx, node, log, func(ctx context.Context) {
-			var jobs sync.WaitGroup
-			if gestore != nil {
-				// The PEC timeouts, and the legal log's daily signed
-				// head and 30-month purge.
-				jobs.Add(2)
-				go func() {
-					defer jobs.Done()
-					(&pec.Timer{Gestore: gestore, Store: store, Proposer: node}).Run(ctx)
-				}()
-				go func() {
-					defer jobs.Done()
-					keeper := &legallog.Keeper{Store: store, Proposer: node, Signer: gestoreKey.Key(), Chain: gestoreKey.Chain(),
-						Now: opts.Now, Logger: log.With("component", "legallog")}
-					if err := keeper.Run(ctx); err != nil && ctx.Err() == nil {
-						log.Error("legal log keeper stopped", "err", err)
-					}
-				}()
-			}
-			jobs.Add(2)
-			go func() {
-				defer jobs.Done()
-				if err := runner.Run(ctx); err != nil && ctx.Err() == nil {
-					log.Error("queue runner stopped", "err", err)
-				}
-			}()
-			go func() {
-				defer jobs.Done()
-				renewCertificates(ctx, ca, log)
-			}()
-			jobs.Wait()
-		})
+		leader.Run(jobsCtx, node, leaderJobs(runner, ca, gestore, gestoreKey, store, node, opts.Now, log), log.With("component", "leader"))
 	}()
 
 	addrs := map[string]string{}
 	for _, l := range listeners {
 		addrs[l.name] = l.ln.Addr().String()
 	}
-	log.Info("sigillo is serving", "version", Version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
+	log.Info("sigillo is serving", "version", Version, "hostname", cfg.Hostname, "node_id", nodeID, "data_dir", cfg.DataDir)
 	if opts.Out != nil {
 		printBanner(opts.Out, cfg, addrs, opts.Command)
 	}
@@ -492,62 +469,6 @@ func exitAfterGrace(ctx context.Context, finished <-chan struct{}, log *slog.Log
 	case <-t.C:
 		log.Error("not stopped within the grace period: exiting now", "grace", Grace)
 		os.Exit(1)
-	}
-}
-
-// runLeaderJobs runs jobs while this node leads, cancelling them when it
-// stops leading or ctx ends.
-func runLeaderJobs(ctx context.Context, node *raftfsm.Node, log *slog.Logger, jobs func(context.Context)) {
-	var stop context.CancelFunc
-	done := make(chan struct{})
-	start := func() {
-		var jctx context.Context
-		jctx, stop = context.WithCancel(ctx)
-		done = make(chan struct{})
-		go func() {
-			defer close(done)
-			jobs(jctx)
-		}()
-	}
-	halt := func() {
-		if stop != nil {
-			stop()
-			<-done
-			stop = nil
-		}
-	}
-	defer halt()
-	if node.IsLeader() {
-		start()
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case leader := <-node.LeaderCh():
-			if leader && stop == nil {
-				log.Info("became leader: starting leader-only jobs")
-				start()
-			} else if !leader {
-				log.Info("lost leadership: stopping leader-only jobs")
-				halt()
-			}
-		}
-	}
-}
-
-func renewCertificates(ctx context.Context, ca *tlsmgr.LocalCA, log *slog.Logger) {
-	t := time.NewTicker(12 * time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := ca.Refresh(ctx); err != nil {
-				log.Error("certificate renewal failed", "err", err)
-			}
-		}
 	}
 }
 

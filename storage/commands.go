@@ -379,6 +379,7 @@ func (c *Deliver) apply(t *txn) (any, error) {
 			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, o.ID, o.Sender, string(rcpts), sha, size, c.InternalDate, o.NextAttempt, o.RequireTLS); err != nil {
 			return nil, fmt.Errorf("enqueue %s: %w", o.ID, err)
 		}
+		t.changed(queueKey, 0)
 	}
 	return res, nil
 }

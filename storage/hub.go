@@ -10,9 +10,9 @@ type Change struct {
 	FolderID  int64
 }
 
-// hub fans changes out to the IMAP sessions idling on a mailbox. Sends never
-// block the applier: each watcher has a one-slot buffer and a full buffer
-// already means "look again".
+// hub fans changes out to the IMAP sessions idling on a mailbox, and to
+// the queue runner. Sends never block the applier: each watcher has a
+// one-slot buffer and a full buffer already means "look again".
 type hub struct {
 	mu       sync.Mutex
 	next     int
@@ -43,6 +43,17 @@ func (s *Store) Watch(mailboxID int64) (<-chan Change, func()) {
 		h.mu.Unlock()
 	}
 }
+
+// queueKey is the hub's key for the outbound queue: no mailbox has it
+// (mailbox IDs are SQLite row IDs, from 1).
+const queueKey = -1
+
+// WatchQueue returns a channel that receives a value after each committed
+// command that put items on the outbound queue (a Deliver with Outbound,
+// a bounce carried by a queue command) and after a snapshot restore, and a
+// function that stops watching. The queue runner of whichever node leads
+// learns so of a message accepted on any node.
+func (s *Store) WatchQueue() (<-chan Change, func()) { return s.Watch(queueKey) }
 
 func (h *hub) publish(changes []Change) {
 	if len(changes) == 0 {

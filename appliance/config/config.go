@@ -63,6 +63,8 @@ type Config struct {
 	ACME *ACME `toml:"acme"`
 	// Raft says when the replicated log is snapshotted and truncated.
 	Raft Raft `toml:"raft"`
+	// Cluster names this node ([cluster] node_id).
+	Cluster Cluster `toml:"cluster"`
 }
 
 // SMTPPolicy is the top-level keys of the SMTP server's policy.
@@ -427,6 +429,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Raft.validate(); err != nil {
 		return err
+	}
+	if err := c.Cluster.validate(); err != nil {
+		return fmt.Errorf("cluster.node_id: %w", err)
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

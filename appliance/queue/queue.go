@@ -89,8 +89,9 @@ func Backoff(attempts int) time.Duration {
 	return 4 * time.Hour
 }
 
-// Runner delivers the outbound queue. Set its fields, then call Run; Kick
-// may be called at any time, from any goroutine.
+// Runner delivers the outbound queue. Set its fields, then call Run. Run
+// wakes by itself when a committed command queues an item (the store's
+// WatchQueue); Kick may be called at any time, from any goroutine.
 type Runner struct {
 	Hostname string // EHLO name and the DSN's reporting MTA
 	Store    *storage.Store
@@ -117,7 +118,7 @@ type Runner struct {
 	kick chan struct{}
 }
 
-// Kick wakes the loop now: a new item was enqueued.
+// Kick wakes the loop now, to look at the queue again.
 func (r *Runner) Kick() {
 	select {
 	case r.kickChan() <- struct{}{}:
@@ -181,6 +182,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		workers = DefaultWorkers
 	}
 	kick := r.kickChan()
+	// Every committed command that queues an item wakes the loop, on
+	// whichever node it was accepted.
+	queued, stopWatching := r.Store.WatchQueue()
+	defer stopWatching()
 	log := r.logger()
 
 	var wg sync.WaitGroup
@@ -245,6 +250,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-kick:
+		case <-queued:
 		case <-timer.C:
 		case f := <-done:
 			if !f.ok {

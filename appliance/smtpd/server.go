@@ -164,7 +164,8 @@ type Server struct {
 	// for a message; an error answers 452 4.3.1 (Postfix's queue_minfree).
 	StorageCheck func() error // default time.Now
 	// Enqueued, if set, is called after a message was put on the
-	// outbound queue (the queue runner's Kick).
+	// outbound queue. The appliance leaves it unset: the queue runner
+	// learns of new items from the store (storage.Store.WatchQueue).
 	Enqueued func()
 	// Timeouts are the session's time limits; a zero field takes its
 	// default (DefaultLoginTimeout, Timeout, DefaultDataTimeout,

@@ -1,0 +1,54 @@
+package appliance
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"sigillo/appliance/leader"
+	"sigillo/appliance/legallog"
+	"sigillo/appliance/pec"
+	"sigillo/appliance/queue"
+	"sigillo/appliance/signer"
+	"sigillo/appliance/tlsmgr"
+	"sigillo/raftfsm"
+	"sigillo/storage"
+)
+
+// leaderJobs is the list of what only the leader does: the outbound
+// queue, the local CA's certificate refresh and, with a gestore, the PEC
+// timeouts and the legal log's daily signed head and 30-month purge.
+func leaderJobs(runner *queue.Runner, ca *tlsmgr.LocalCA, gestore *pec.Gestore, gestoreKey *signer.Signer,
+	store *storage.Store, node *raftfsm.Node, now func() time.Time, log *slog.Logger) []leader.Job {
+	jobs := []leader.Job{{Name: "queue", Run: runner.Run}}
+	if gestore != nil {
+		jobs = append(jobs,
+			leader.Job{Name: "pec-timers", Run: func(ctx context.Context) error {
+				(&pec.Timer{Gestore: gestore, Store: store, Proposer: node}).Run(ctx)
+				return nil
+			}},
+			leader.Job{Name: "legal-log", Run: (&legallog.Keeper{Store: store, Proposer: node, Signer: gestoreKey.Key(),
+				Chain: gestoreKey.Chain(), Now: now, Logger: log.With("component", "legallog")}).Run},
+		)
+	}
+	jobs = append(jobs, leader.Job{Name: "ca-refresh", Run: func(ctx context.Context) error {
+		renewCertificates(ctx, ca, log)
+		return nil
+	}})
+	return jobs
+}
+
+func renewCertificates(ctx context.Context, ca *tlsmgr.LocalCA, log *slog.Logger) {
+	t := time.NewTicker(12 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := ca.Refresh(ctx); err != nil {
+				log.Error("certificate renewal failed", "err", err)
+			}
+		}
+	}
+}
