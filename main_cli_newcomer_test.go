@@ -25,6 +25,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"sigillo/appliance"
+	"sigillo/appliance/cli"
 	"sigillo/appliance/config"
 )
 
@@ -442,7 +443,7 @@ func TestTheCommandLineAnswersANewcomer(t *testing.T) {
 		in.mu.Lock()
 		banner := in.output.String()
 		in.mu.Unlock()
-		if want := commandLine(binary, in.config) + " domain add example.test"; !strings.Contains(banner, want) {
+		if want := cli.CommandLine(binary, in.config) + " domain add example.test"; !strings.Contains(banner, want) {
 			t.Errorf("the start-up banner does not say %q:\n%s", want, banner)
 		}
 	})

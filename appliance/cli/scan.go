@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"sigillo/appliance"
+)
+
+// scanCommand shows the virus scanner: clamd's address, whether it
+// answers, its engine and signature versions, and the size of the virus
+// store.
+var scanCommand = command{
+	name:  "scan",
+	usage: "scan status",
+	notes: []string{configNote, jsonNote},
+	run:   runScan,
+}
+
+func runScan(e *env, words []string) error {
+	if sub, _ := first(words); sub != "status" {
+		return e.usageError()
+	}
+	fs := e.flags("scan status", true)
+	asJSON := jsonFlag(fs)
+	if _, err := e.parse(fs, words[1:], 0, 0); err != nil {
+		return err
+	}
+	cfg, err := e.config(fs, false)
+	if err != nil {
+		return err
+	}
+	var info appliance.ScanInfo
+	if err := call(cfg, "scan.status", nil, &info); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(e.stdout).Encode(info)
+	}
+	if !info.Enabled {
+		fmt.Fprintf(e.stdout, "scanning off (no [scan] clamd); virus store: %s\n", plural(info.Infected, "message", "messages"))
+		return nil
+	}
+	state := "answering"
+	if !info.OK {
+		state = "NOT ANSWERING: " + info.Error
+	}
+	fmt.Fprintf(e.stdout, "clamd %s (required %v): %s\n", info.Address, info.Required, state)
+	if info.Version != "" {
+		fmt.Fprintf(e.stdout, "version: %s\n", info.Version)
+	}
+	fmt.Fprintf(e.stdout, "virus store: %s\n", plural(info.Infected, "message", "messages"))
+	if !info.OK {
+		return errors.New("clamd is not answering")
+	}
+	return nil
+}
