@@ -51,9 +51,9 @@ import (
 	"sigillo/appliance/legallog"
 	"sigillo/appliance/loadgen"
 	"sigillo/appliance/pecdir"
-	"sigillo/appliance/peclog"
 	"sigillo/appliance/pecverify"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 const usage = `usage:

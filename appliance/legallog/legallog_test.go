@@ -22,8 +22,8 @@ import (
 	_ "modernc.org/sqlite" // to tamper with the database behind the store's back
 
 	"sigillo/appliance/apptest"
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // clock is a test clock that the test moves.
