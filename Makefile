@@ -45,7 +45,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 30s ./appliance/pecverify/
 	$(GO) test -run '^$$' -fuzz FuzzParseDaticert -fuzztime 30s ./appliance/pecverify/
 	$(GO) test -run '^$$' -fuzz FuzzParseLDIF -fuzztime 30s ./appliance/pecdir/
-	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime 30s ./appliance/peclog/
+	$(GO) test -run '^$$' -fuzz FuzzVerifyChain -fuzztime 30s ./storage/peclog/
 	$(GO) test -run '^$$' -fuzz FuzzTransform -fuzztime 30s ./appliance/pecbreve/
 	$(GO) test -run '^$$' -fuzz FuzzOriginal -fuzztime 30s ./appliance/pec/
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime 30s ./appliance/pec/

@@ -20,8 +20,8 @@ import (
 	"sigillo/appliance"
 	"sigillo/appliance/config"
 	"sigillo/appliance/legallog"
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // logEvents writes a message's legal log events, and a signed head over

@@ -21,6 +21,7 @@ import (
 	"sigillo/appliance/idn"
 	"sigillo/appliance/legallog"
 	"sigillo/appliance/passwd"
+	"sigillo/appliance/pec"
 	"sigillo/appliance/pecdir"
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/scan"
@@ -294,10 +295,6 @@ func checkPassword(pw string) (string, error) {
 	return pw, nil
 }
 
-// directoryKey holds the providers directory (RFC 6109 4.5) in the
-// replicated store, as LDIF.
-const directoryKey = "pec/directory.ldif"
-
 // ProviderInfo describes one gestore for `sigillo directory list`.
 type ProviderInfo struct {
 	Name            string   `json:"name"`
@@ -308,7 +305,7 @@ type ProviderInfo struct {
 }
 
 func (h *controlHandler) directory(ctx context.Context) ([]pecdir.Provider, error) {
-	data, err := h.store.KV(ctx, directoryKey)
+	data, err := h.store.KV(ctx, pec.DirectoryKey)
 	if storage.IsCode(err, storage.ErrNotFound) {
 		return nil, nil
 	}
@@ -349,7 +346,7 @@ func (h *controlHandler) importDirectory(ctx context.Context, ldif string) (any,
 	if err := pecdir.WriteLDIF(&buf, merged); err != nil {
 		return nil, fmt.Errorf("directory import: %w", err)
 	}
-	if _, err := h.proposer.Apply(ctx, &storage.PutKV{Key: directoryKey, Value: buf.Bytes()}); err != nil {
+	if _, err := h.proposer.Apply(ctx, &storage.PutKV{Key: pec.DirectoryKey, Value: buf.Bytes()}); err != nil {
 		return nil, err
 	}
 	return map[string]int{"imported": len(incoming), "total": len(merged)}, nil

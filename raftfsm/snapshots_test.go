@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +18,6 @@ import (
 	"sigillo/appliance/apptest"
 	"sigillo/storage"
 )
-
-// fakeClock is the policy's clock, moved by the test.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func open(t *testing.T, ctx context.Context, dir string, cfg Config) (*Node, *storage.Store, error) {
 	t.Helper()
@@ -176,7 +157,7 @@ func lastLine(text, with string) string {
 
 func TestAQuietLogIsSnapshottedByTheClockWhenSomethingChanged(t *testing.T) {
 	dir := t.TempDir()
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clock := apptest.NewClock(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	var logs apptest.LogBuffer
 	cfg := Config{SnapshotInterval: time.Hour, checkEvery: 10 * time.Millisecond, Now: clock.Now, Logger: logs.Logger(slog.LevelInfo)}
 	n, store := mustOpen(t, dir, cfg)
@@ -190,20 +171,20 @@ func TestAQuietLogIsSnapshottedByTheClockWhenSomethingChanged(t *testing.T) {
 	if c := taken(); c != 0 {
 		t.Fatalf("%d snapshots before the interval", c)
 	}
-	clock.advance(61 * time.Minute)
+	clock.Add(61 * time.Minute)
 	waitFor(t, "snapshot after an hour", 5*time.Second, func() bool { return taken() == 1 })
 	if !strings.Contains(logs.String(), `reason=interval`) {
 		t.Fatalf("snapshot not by the clock:\n%s", logs.String())
 	}
 
 	// Another hour with nothing new: no snapshot.
-	clock.advance(61 * time.Minute)
+	clock.Add(61 * time.Minute)
 	time.Sleep(100 * time.Millisecond)
 	if c := taken(); c != 1 {
 		t.Fatalf("%d snapshots after a quiet hour, want still 1", c)
 	}
 	put(t, n, 1, 1, 100)
-	clock.advance(61 * time.Minute)
+	clock.Add(61 * time.Minute)
 	waitFor(t, "second snapshot", 5*time.Second, func() bool { return taken() == 2 })
 	if c := snapshotCount(t, dir); c != 2 {
 		t.Fatalf("%d snapshots on disk, want 2", c)
@@ -211,7 +192,7 @@ func TestAQuietLogIsSnapshottedByTheClockWhenSomethingChanged(t *testing.T) {
 }
 
 func TestSnapshotsAreSpacedByWhatTheyCost(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clock := apptest.NewClock(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	p := &policy{cfg: Config{SnapshotBytes: 256 << 20, SnapshotThreshold: 4096, SnapshotInterval: time.Hour, Now: clock.Now},
 		n: &Node{fsm: &fsm{meter: newMeter(8)}}, lastEnd: clock.Now(), lastTook: 30 * time.Second}
 	m := p.n.fsm.meter
@@ -220,11 +201,11 @@ func TestSnapshotsAreSpacedByWhatTheyCost(t *testing.T) {
 	}
 	m.add([]*raft.Log{{Index: 1, Data: make([]byte, 300<<20)}})
 	// The last snapshot took 30 s: the next waits 2 minutes (4 times that).
-	clock.advance(time.Minute)
+	clock.Add(time.Minute)
 	if r := p.due(); r != "" {
 		t.Fatalf("a minute after a 30 s snapshot: due %q", r)
 	}
-	clock.advance(time.Minute)
+	clock.Add(time.Minute)
 	if r := p.due(); r != "log bytes" {
 		t.Fatalf("two minutes after a 30 s snapshot with 300 MiB logged: due %q, want log bytes", r)
 	}
@@ -235,15 +216,15 @@ func TestSnapshotsAreSpacedByWhatTheyCost(t *testing.T) {
 	m.freeze(1)
 	m.written()
 	m.add([]*raft.Log{{Index: 2, Data: []byte("x")}})
-	clock.advance(59 * time.Minute)
+	clock.Add(59 * time.Minute)
 	if r := p.due(); r != "" {
 		t.Fatalf("59 minutes: due %q", r)
 	}
-	clock.advance(time.Minute)
+	clock.Add(time.Minute)
 	if r := p.due(); r != "" {
 		t.Fatalf("60 minutes after a 45 s snapshot (75 minutes at 1%%): due %q", r)
 	}
-	clock.advance(15 * time.Minute)
+	clock.Add(15 * time.Minute)
 	if r := p.due(); r != "interval" {
 		t.Fatalf("75 minutes: due %q, want interval", r)
 	}
@@ -255,11 +236,11 @@ func TestSnapshotsAreSpacedByWhatTheyCost(t *testing.T) {
 	for i := 0; i < 4096; i++ {
 		m.add([]*raft.Log{{Index: uint64(3 + i), Data: []byte("x")}})
 	}
-	clock.advance(30 * time.Second)
+	clock.Add(30 * time.Second)
 	if r := p.due(); r != "" {
 		t.Fatalf("4096 entries 30 s after a snapshot: due %q", r)
 	}
-	clock.advance(30 * time.Second)
+	clock.Add(30 * time.Second)
 	if r := p.due(); r != "log entries" {
 		t.Fatalf("4096 entries a minute after a snapshot: due %q, want log entries", r)
 	}

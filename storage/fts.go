@@ -51,11 +51,6 @@ CREATE VIRTUAL TABLE blob_fts USING fts5(header, body, content='blob_text', cont
 CREATE INDEX messages_sha ON messages(sha256, folder_id, uid);
 `
 
-// ftsTables are the tables of the index, copied by Restore after blobs:
-// the text and FTS5's own tables (copying them is copying the index, much
-// faster than building it again).
-var ftsTables = []string{"blob_text", "blob_fts_data", "blob_fts_idx", "blob_fts_docsize", "blob_fts_config"}
-
 // textIndexedKey in meta says that every message's content has its text:
 // set by RunTextIndexer once it found nothing left to do. Without it,
 // searches also look for messages that have none.

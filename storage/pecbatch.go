@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"sigillo/appliance/peclog"
+	"sigillo/storage/peclog"
 )
 
 // pecTrackSchema is migration 4: outbound items that must go over TLS (PEC

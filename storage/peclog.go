@@ -12,11 +12,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"sigillo/appliance/peclog"
+	"sigillo/storage/peclog"
 )
 
 // pecLogSchema is migration 3: the PEC legal log (PEC.md §7), one row per
-// entry of the hash chain of appliance/peclog, and the signed chain heads.
+// entry of the hash chain of storage/peclog, and the signed chain heads.
 // related and recipients are JSON arrays of strings. Times are Unix
 // milliseconds, the precision the chain hashes.
 const pecLogSchema = `

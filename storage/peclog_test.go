@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"sigillo/appliance/peclog"
+	"sigillo/storage/peclog"
 )
 
 // logStart is when the synthetic legal logs of these tests begin.

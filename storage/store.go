@@ -206,13 +206,10 @@ func (s *Store) Snapshot(ctx context.Context, path string) error {
 	return v.CopyTo(ctx, path)
 }
 
-// userTables are the tables copied by Restore, parents before children.
-var userTables = append([]string{"meta", "domains", "mailboxes", "folders", "blobs", "messages", "queue", "kv", "pec_log", "pec_log_heads", "pec_track", "virus_store", "pec_received"},
-	ftsTables...)
-
 // Restore replaces the whole state with the database file at path (made by
 // Snapshot, possibly by an older version: it is migrated first). The swap is
-// one transaction, so readers see either the old or the new state.
+// one transaction, so readers see either the old or the new state. Every
+// table of the schema is copied (stateTables reads the list from it).
 func (s *Store) Restore(ctx context.Context, path string) error {
 	snap, err := openDB(path)
 	if err != nil {
@@ -236,13 +233,27 @@ func (s *Store) Restore(ctx context.Context, path string) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer tx.Rollback()
-	for i := len(userTables) - 1; i >= 0; i-- {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM main."+userTables[i]); err != nil {
-			return fmt.Errorf("restore: clear %s: %w", userTables[i], err)
+	// Foreign keys are checked at the commit, on the whole new state.
+	if _, err := tx.ExecContext(ctx, "PRAGMA defer_foreign_keys = ON"); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	tables, err := stateTables(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	for i := len(tables) - 1; i >= 0; i-- {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM main."+quoteIdent(tables[i])); err != nil {
+			return fmt.Errorf("restore: clear %s: %w", tables[i], err)
 		}
 	}
-	for _, t := range userTables {
-		if _, err := tx.ExecContext(ctx, "INSERT INTO main."+t+" SELECT * FROM snap."+t); err != nil {
+	for _, t := range tables {
+		q := quoteIdent(t)
+		// Cleared again: copying an AUTOINCREMENT table fills
+		// sqlite_sequence, which then takes the snapshot's counters.
+		if _, err := tx.ExecContext(ctx, "DELETE FROM main."+q); err != nil {
+			return fmt.Errorf("restore: clear %s: %w", t, err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO main."+q+" SELECT * FROM snap."+q); err != nil {
 			return fmt.Errorf("restore: copy %s: %w", t, err)
 		}
 	}

@@ -1,7 +1,7 @@
 // Package apptest holds helpers shared by the appliance's tests: a proposer
 // that applies commands straight to a store in log order (what a one-node
-// raft does, without raft), a throw-away PKI, and the rule for tools a test
-// needs. It is imported only by tests; nothing in the server uses it.
+// raft does, without raft), a throw-away PKI, a clock the test moves,
+// loggers, and the rule for tools a test needs. It is imported only by tests; nothing in the server uses it.
 package apptest
 
 import (

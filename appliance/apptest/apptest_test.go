@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"sigillo/appliance/apptest"
 	"sigillo/storage"
@@ -183,5 +184,32 @@ func TestNeedTool(t *testing.T) {
 	}
 	if r := run("true"); r.skip != "" || !strings.Contains(r.fatal, "no-such-tool-apptest not found") {
 		t.Errorf("in CI: fatal %q, skip %q; want a failure", r.fatal, r.skip)
+	}
+}
+
+// TestTheClockMovesOnlyWhenTheTestMovesIt: Now stands still, Add and Set
+// move it, and a reader on another goroutine sees the moves (under -race).
+func TestTheClockMovesOnlyWhenTheTestMovesIt(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	clk := apptest.NewClock(t0)
+	if a, b := clk.Now(), clk.Now(); !a.Equal(t0) || !b.Equal(t0) {
+		t.Fatalf("Now = %v, %v; want %v twice", a, b, t0)
+	}
+	seen := make(chan time.Time)
+	go func() {
+		var last time.Time
+		for !last.Equal(t0.Add(3 * time.Hour)) {
+			last = clk.Now()
+		}
+		seen <- last
+	}()
+	clk.Add(time.Hour)
+	clk.Add(2 * time.Hour)
+	if got := <-seen; !got.Equal(t0.Add(3 * time.Hour)) {
+		t.Fatalf("the reader saw %v", got)
+	}
+	clk.Set(t0.AddDate(1, 0, 0))
+	if got := clk.String(); got != "2027-03-01T09:00:00Z" {
+		t.Fatalf("after Set: %s", got)
 	}
 }

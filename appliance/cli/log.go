@@ -17,7 +17,7 @@ import (
 	"sigillo/appliance/config"
 	"sigillo/appliance/control"
 	"sigillo/appliance/legallog"
-	"sigillo/appliance/peclog"
+	"sigillo/storage/peclog"
 	"sigillo/storage"
 )
 

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +42,7 @@ type env struct {
 	user     string
 	pass     string
 	mailbox  int64
-	logs     *syncBuffer
+	logs     *apptest.LogBuffer
 }
 
 const testMaxMessage = 1 << 20
@@ -57,7 +56,7 @@ func newEnv(t testing.TB, opts ...func(*Server)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e := &env{t: t, store: store, proposer: apptest.NewProposer(store), pki: apptest.NewPKI(t), user: "alice@example.test", pass: "correct horse", logs: &syncBuffer{}}
+	e := &env{t: t, store: store, proposer: apptest.NewProposer(store), pki: apptest.NewPKI(t), user: "alice@example.test", pass: "correct horse", logs: &apptest.LogBuffer{}}
 	e.must(&storage.AddDomain{Name: "example.test", At: 1})
 	e.mailbox = e.addMailbox(e.user, e.pass, 0)
 
@@ -172,23 +171,6 @@ func (e *env) client(h *imapclient.UnilateralDataHandler) *imapclient.Client {
 		e.t.Fatalf("login: %v", err)
 	}
 	return c
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // runPython runs script with the environment of e. onLine, if set, sees each

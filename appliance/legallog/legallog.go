@@ -6,7 +6,7 @@
 //
 // It does not write log entries (the PEC components add them with storage
 // commands as they act), nor define the chain, its signatures or its
-// verification (appliance/peclog), nor choose the signing key (the caller
+// verification (storage/peclog), nor choose the signing key (the caller
 // gives a crypto.Signer: the gestore key in its token in production).
 package legallog
 
@@ -23,8 +23,8 @@ import (
 	"sync"
 	"time"
 
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // Proposer applies a command through the replicated log (raftfsm.Node).

@@ -22,27 +22,9 @@ import (
 	_ "modernc.org/sqlite" // to tamper with the database behind the store's back
 
 	"sigillo/appliance/apptest"
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
-
-// clock is a test clock that the test moves.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 var start = time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
 
@@ -109,7 +91,7 @@ type fixture struct {
 	path  string
 	store *storage.Store
 	prop  *countingProposer
-	clock *clock
+	clock *apptest.Clock
 	k     *Keeper
 	n     int // events appended so far
 }
@@ -125,7 +107,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { s.Close() })
 	key := ecKey(t)
-	f := &fixture{path: path, store: s, clock: &clock{t: start},
+	f := &fixture{path: path, store: s, clock: apptest.NewClock(start),
 		prop: &countingProposer{Proposer: apptest.NewProposer(s), ops: map[string]int{}}}
 	f.k = &Keeper{Store: s, Proposer: f.prop, Signer: key, Chain: []*x509.Certificate{certificate(t, "gestore", key, false, nil, nil)},
 		Now: f.clock.Now}

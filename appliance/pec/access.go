@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // Submit is the access point (RFC 6109 §3.1, PEC.md §4.1): a user of a PEC

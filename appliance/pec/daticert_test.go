@@ -81,7 +81,7 @@ func (failingSigner) SignMIME([]byte) (string, []byte, error) {
 // gone, a submission is neither accepted nor refused: the client is told
 // to retry, and nothing was stored.
 func TestAnHSMThatFailsIsATemporaryErrorAndStoresNothing(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	a.mailbox("alice@a.test", 0)
 	a.mailbox("bob@a.test", 0)
 	a.g.Signer = failingSigner{}

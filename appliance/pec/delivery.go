@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"sigillo/appliance/pecbreve"
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // bustaIn is a busta di trasporto on its way into a mailbox of ours.

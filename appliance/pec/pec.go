@@ -39,9 +39,9 @@ import (
 	"unicode/utf8"
 
 	"sigillo/appliance/pecdir"
-	"sigillo/appliance/peclog"
 	"sigillo/appliance/queue"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // DirectoryKey is the replicated key holding the providers directory as

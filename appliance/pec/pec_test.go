@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,16 +21,6 @@ import (
 	"sigillo/storage"
 )
 
-// clock is the tests' moved clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-func newClock(t time.Time) *clock    { return &clock{t: t} }
-func (c *clock) String() string      { return c.Now().Format(time.RFC3339) }
 func mustHash(t testing.TB) string {
 	t.Helper()
 	h, err := passwd.Hash("pw", passwd.Params{Memory: 64, Time: 1, Threads: 1})
@@ -57,18 +46,18 @@ type site struct {
 	store  *storage.Store
 	prop   *apptest.Proposer
 	cert   *x509.Certificate
-	clock  *clock
+	clock  *apptest.Clock
 	domain string
 }
 
-func newSite(t testing.TB, domain, provider string, clk *clock) *site {
+func newSite(t testing.TB, domain, provider string, clk *apptest.Clock) *site {
 	t.Helper()
 	return newSiteKey(t, domain, provider, clk, nil)
 }
 
 // newSiteKey is newSite with the gestore's key and certificate given (a
 // PEM file as signer writes it); nil makes new ones.
-func newSiteKey(t testing.TB, domain, provider string, clk *clock, keyPEM []byte) *site {
+func newSiteKey(t testing.TB, domain, provider string, clk *apptest.Clock, keyPEM []byte) *site {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := storage.Open(filepath.Join(dir, "db"))
@@ -211,7 +200,7 @@ func userMessage(from, to, cc, subject, extra, body string) string {
 var t0 = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
 
 func TestSameDomainMessageGetsAccettazioneBustaAndConsegne(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	for _, m := range []string{"alice@a.test", "bob@a.test", "carol@a.test"} {
 		a.mailbox(m, 0)
 	}
@@ -275,7 +264,7 @@ func subjects(ms [][]byte) []string {
 }
 
 func TestBreveAndSinteticaAreWhatTheSenderAsks(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	for _, m := range []string{"alice@a.test", "bob@a.test", "carol@a.test"} {
 		a.mailbox(m, 0)
 	}
@@ -306,7 +295,7 @@ func TestBreveAndSinteticaAreWhatTheSenderAsks(t *testing.T) {
 }
 
 func TestEachFormalCheckGivesAnAvvisoDiNonAccettazione(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	for _, m := range []string{"alice@a.test", "bob@a.test", "carol@a.test"} {
 		a.mailbox(m, 0)
 	}
@@ -348,7 +337,7 @@ func TestEachFormalCheckGivesAnAvvisoDiNonAccettazione(t *testing.T) {
 }
 
 func TestUnknownUserAndFullMailboxGetAnAvvisoDiMancataConsegna(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	a.mailbox("alice@a.test", 0)
 	a.mailbox("full@a.test", 100)
 	a.submit("alice@a.test", []string{"ghost@a.test", "full@a.test"},
@@ -382,7 +371,7 @@ func twoSites(t testing.TB) (a, b *site) {
 // twoSitesKeys is twoSites with the gestori's keys given (nil: new ones).
 func twoSitesKeys(t testing.TB, keyA, keyB []byte) (a, b *site) {
 	t.Helper()
-	clk := newClock(t0)
+	clk := apptest.NewClock(t0)
 	a = newSiteKey(t, "a.test", "Gestore A S.p.A.", clk, keyA)
 	b = newSiteKey(t, "b.test", "Gestore B S.p.A.", clk, keyB)
 	a.trust(b)
@@ -566,7 +555,7 @@ func TestTimeoutNoticesAreSentOnceEachAt12And24Hours(t *testing.T) {
 }
 
 func TestTheTimerCreatesTheServiceMailbox(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	timer := &Timer{Gestore: a.g, Store: a.store, Proposer: a.prop}
 	must(t, timer.Tick(context.Background()))
 	if _, err := a.store.MailboxByAddress(context.Background(), "posta-certificata@a.test"); err != nil {

@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"sigillo/appliance/pecdir"
-	"sigillo/appliance/peclog"
 	"sigillo/appliance/pecverify"
 	"sigillo/appliance/signer"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // Receive is the reception point (RFC 6109 §2.2.2, PEC.md §4.2) for

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"sigillo/appliance/apptest"
 	"sigillo/appliance/signer"
 )
 
@@ -242,7 +243,7 @@ func TestNothingFromTheOriginalBreaksTheHeadersAndTextsWeSign(t *testing.T) {
 // brackets (PEC.md §3.4.1) even when the client left them out, and nothing
 // else of a malformed Message-ID field.
 func TestTheClientMsgIDAlwaysHasItsAngleBrackets(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	a.mailbox("alice@a.test", 0)
 	a.mailbox("bob@a.test", 0)
 	for i, c := range []struct{ field, want string }{
@@ -270,7 +271,7 @@ func TestTheClientMsgIDAlwaysHasItsAngleBrackets(t *testing.T) {
 // does not make the From unreadable, and a subject in Windows-1252, in
 // ISO-8859-15 or in raw Latin-1 bytes is certified as it reads.
 func TestEightBitNamesAndSubjectsAreRead(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	a.mailbox("alice@a.test", 0)
 	a.mailbox("bob@a.test", 0)
 	for _, c := range []struct{ from, subject, want string }{
@@ -372,7 +373,7 @@ func TestAnUnreadableToMakesEveryRecipientPrimary(t *testing.T) {
 // daticert's risposte is the address the Reply-To: names (PEC.md §5.2),
 // not the field as written.
 func TestRisposteIsTheReplyToAddress(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	a.mailbox("alice@a.test", 0)
 	a.mailbox("bob@a.test", 0)
 	a.submit("alice@a.test", []string{"bob@a.test"},

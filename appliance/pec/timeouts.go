@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"sigillo/appliance/passwd"
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // The notice times (RFC 6109 §3.1.6, PEC.md §3.5): the preavviso when

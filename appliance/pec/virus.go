@@ -6,8 +6,8 @@ import (
 	"slices"
 	"time"
 
-	"sigillo/appliance/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // The virus paths of the gestore (RFC 6109 §2.2.4, §3.1.3, §3.2.3, §3.2.4;

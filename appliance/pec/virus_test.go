@@ -4,12 +4,14 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"sigillo/appliance/apptest"
 )
 
 const eicarName = "Test.EICAR-NDB.UNOFFICIAL"
 
 func TestAVirusAtTheAccessPointIsNotAccepted(t *testing.T) {
-	a := newSite(t, "a.test", "Gestore A S.p.A.", newClock(t0))
+	a := newSite(t, "a.test", "Gestore A S.p.A.", apptest.NewClock(t0))
 	a.mailbox("alice@a.test", 0)
 	a.mailbox("bob@a.test", 0)
 	out := a.run(true, Transaction{Sender: "alice@a.test", Recipients: []string{"bob@a.test"}, Virus: eicarName,

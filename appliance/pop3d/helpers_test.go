@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -175,19 +174,6 @@ func withIdleTimeout(d time.Duration) envOption {
 	return func(s *Server) { s.IdleTimeout = d }
 }
 
-// testLogger logs through t.Log, at debug level, so failures come with the
-// server's side of the story.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 func startEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
 	pki := apptest.NewPKI(t)
@@ -197,7 +183,7 @@ func startEnv(t *testing.T, opts ...envOption) *testEnv {
 		TLSConfig: pki.ServerConfig(),
 		Limiter:   authlimit.New(nil, time.Millisecond, 2*time.Millisecond, time.Minute),
 		Hostname:  "pop.test.example",
-		Logger:    testLogger(t),
+		Logger:    apptest.Logger(t),
 	}
 	for _, o := range opts {
 		o(srv)

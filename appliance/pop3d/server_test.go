@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"sigillo/appliance/apptest"
 	"sigillo/appliance/authlimit"
 )
 
@@ -386,7 +387,7 @@ func TestIdleTimeout(t *testing.T) {
 }
 
 func TestImplicitTLSListenerMustYieldTLS(t *testing.T) {
-	srv := &Server{Backend: newMemBackend(), Logger: testLogger(t)}
+	srv := &Server{Backend: newMemBackend(), Logger: apptest.Logger(t)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -517,7 +518,7 @@ func TestShutdown(t *testing.T) {
 	})
 
 	t.Run("serve after shutdown", func(t *testing.T) {
-		srv := &Server{Backend: newMemBackend(), Logger: testLogger(t)}
+		srv := &Server{Backend: newMemBackend(), Logger: apptest.Logger(t)}
 		if err := srv.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)
 		}

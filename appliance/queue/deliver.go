@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"sigillo/appliance/tlsname"
 )
 
 // Protocol timeouts, as RFC 5321 §4.5.3.2 suggests (each is also bounded
@@ -433,7 +435,7 @@ func (r *Runner) session(ctx context.Context, h hop, addr, sender string, rcpts 
 				return nil, fmt.Errorf("%w with %s[%s]: %v", errTLSHandshake, h.name, addr, err)
 			}
 			st := tc.ConnectionState()
-			info.version = tlsVersion(st.Version)
+			info.version = tlsname.Version(st.Version)
 			info.cipher = tls.CipherSuiteName(st.CipherSuite)
 			if !info.verified && policy.require && r.VerifyPeerTLS {
 				return nil, fmt.Errorf("%s[%s]: certificate not trusted (verify_peer_tls is on): %v", h.name, addr, info.verifyErr)
@@ -562,18 +564,4 @@ func has8bit(b []byte) bool {
 		}
 	}
 	return false
-}
-
-func tlsVersion(v uint16) string {
-	switch v {
-	case tls.VersionTLS10:
-		return "TLSv1"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return fmt.Sprintf("TLS(0x%04x)", v)
 }

@@ -1,14 +1,13 @@
 package queue_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,48 +23,12 @@ import (
 	"sigillo/storage"
 )
 
-// clock is the injected time, moved by the tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// logBuf collects log output for assertions, and echoes it to t.Log.
-type logBuf struct {
-	t  testing.TB
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.b.Write(p)
-	l.mu.Unlock()
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLogger(t testing.TB, name string) (*slog.Logger, *logBuf) {
-	lb := &logBuf{t: t}
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})).With("host", name), lb
+// newLogger is host name's logger: at debug level, into a buffer that the
+// test reads and through t.Log.
+func newLogger(t testing.TB, name string) (*slog.Logger, *apptest.LogBuffer) {
+	lb := &apptest.LogBuffer{}
+	h := slog.NewTextHandler(io.MultiWriter(lb, apptest.TestWriter(t)), &slog.HandlerOptions{Level: slog.LevelDebug})
+	return slog.New(h).With("host", name), lb
 }
 
 const password = "a long enough password"
@@ -83,7 +46,7 @@ type host struct {
 	mbox    map[string]int64
 }
 
-func newHost(t *testing.T, name string, pki *apptest.PKI, clk *clock, tlsConf *tls.Config, enqueued func(), domains []string, mailboxes ...string) *host {
+func newHost(t *testing.T, name string, pki *apptest.PKI, clk *apptest.Clock, tlsConf *tls.Config, enqueued func(), domains []string, mailboxes ...string) *host {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(t.TempDir(), name+".sqlite"))
 	if err != nil {
@@ -219,10 +182,10 @@ func (r staticResolver) LookupHost(ctx context.Context, host string) ([]string, 
 type world struct {
 	t      *testing.T
 	pki    *apptest.PKI
-	clock  *clock
+	clock  *apptest.Clock
 	a, b   *host
 	runner *queue.Runner
-	log    *logBuf
+	log    *apptest.LogBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -231,7 +194,7 @@ type option func(w *world)
 
 func newWorld(t *testing.T, opts ...option) *world {
 	t.Helper()
-	w := &world{t: t, pki: apptest.NewPKI(t), clock: &clock{t: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}}
+	w := &world{t: t, pki: apptest.NewPKI(t), clock: apptest.NewClock(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC))}
 	log, lb := newLogger(t, "mx.a.test")
 	w.log = lb
 	w.runner = &queue.Runner{

@@ -81,7 +81,7 @@ func TestTemporaryFailureIsRetriedLater(t *testing.T) {
 		t.Fatalf("retried before it was due")
 	}
 
-	w.clock.advance(queue.Backoff(1))
+	w.clock.Add(queue.Backoff(1))
 	w.runner.Kick()
 	eventually(t, "the retry to deliver", func() bool { return len(w.b.inbox("bob@b.test")) == 1 })
 	eventually(t, "A's queue to empty", func() bool { return len(w.a.queue()) == 0 })
@@ -162,7 +162,7 @@ func TestItemsOlderThanMaxAgeAreBounced(t *testing.T) {
 	w.a.submit(w.pki, "alice@a.test", []string{"bob@b.test"}, testMessage("too late"))
 	eventually(t, "the first failure", func() bool { q := w.a.queue(); return len(q) == 1 && q[0].Attempts == 1 })
 
-	w.clock.advance(queue.DefaultMaxAge + time.Minute)
+	w.clock.Add(queue.DefaultMaxAge + time.Minute)
 	w.runner.Kick()
 	eventually(t, "the bounce", func() bool { return len(w.a.inbox("alice@a.test")) == 1 })
 	eventually(t, "A's queue to empty", func() bool { return len(w.a.queue()) == 0 })

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -23,17 +22,6 @@ import (
 	"sigillo/appliance/spool"
 	"sigillo/storage"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 const (
 	alicePass = "alice's long password"
@@ -93,7 +81,7 @@ func newEnv(t *testing.T, maxBytes int64, opts ...func(*Server)) *env {
 		Auth:            &accounts.Authenticator{Store: store},
 		TLSConfig:       e.pki.ServerConfig(),
 		MaxMessageBytes: maxBytes,
-		Logger:          testLogger(t),
+		Logger:          apptest.Logger(t),
 		Now:             func() time.Time { return time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC) },
 		Enqueued:        func() { e.enqueued.Add(1) },
 	}

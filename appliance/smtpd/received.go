@@ -6,6 +6,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"sigillo/appliance/tlsname"
 )
 
 type receivedInfo struct {
@@ -34,7 +36,7 @@ func received(ri receivedInfo) string {
 	proto := "ESMTP"
 	if ri.tls != nil {
 		fmt.Fprintf(&b, "\t(using %s with cipher %s%s)\r\n",
-			tlsVersionName(ri.tls.Version), tls.CipherSuiteName(ri.tls.CipherSuite), cipherBits(ri.tls.CipherSuite))
+			tlsname.Version(ri.tls.Version), tls.CipherSuiteName(ri.tls.CipherSuite), cipherBits(ri.tls.CipherSuite))
 		proto += "S"
 	}
 	if ri.auth {
@@ -77,20 +79,6 @@ func ipOf(a net.Addr) string {
 		return a.String()
 	}
 	return host
-}
-
-func tlsVersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS10:
-		return "TLSv1"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return fmt.Sprintf("TLS(0x%04x)", v)
 }
 
 // cipherBits is Postfix's " (256/256 bits)" for the usual suites.

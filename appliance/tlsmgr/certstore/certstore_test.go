@@ -33,24 +33,6 @@ func newStore(t *testing.T) (*storage.Store, *apptest.Proposer) {
 	return st, apptest.NewProposer(st)
 }
 
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 // switchProposer is a node's way to the raft leader, which can go down.
 type switchProposer struct {
 	p    Proposer
@@ -67,7 +49,7 @@ func (s *switchProposer) Apply(ctx context.Context, cmd storage.Command) (any, e
 func TestAValueRoundTrips(t *testing.T) {
 	ctx := context.Background()
 	st, p := newStore(t)
-	clk := &clock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	clk := apptest.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
 	s := &Storage{Reader: st, Proposer: p, Key: testKey, Owner: "n1", Now: clk.Now}
 
 	value := []byte("-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n")
@@ -174,7 +156,7 @@ func pruneEmptyDirs(root, dir string) {
 func TestListAndStatBehaveAsFileStorage(t *testing.T) {
 	ctx := context.Background()
 	st, p := newStore(t)
-	clk := &clock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	clk := apptest.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
 	ours := &Storage{Reader: st, Proposer: p, Key: testKey, Owner: "n1", Now: clk.Now}
 	root := t.TempDir()
 	fileStore := &certmagic.FileStorage{Path: root}
@@ -275,7 +257,7 @@ func TestListAndStatBehaveAsFileStorage(t *testing.T) {
 func TestADirectoryIsAsNewAsItsNewestValue(t *testing.T) {
 	ctx := context.Background()
 	st, p := newStore(t)
-	clk := &clock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}
+	clk := apptest.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
 	s := &Storage{Reader: st, Proposer: p, Key: testKey, Owner: "n1", Now: clk.Now}
 	for i, k := range []string{"users/ca/old@x/reg.json", "users/ca/new@x/reg.json", "users/ca/old@x/key"} {
 		clk.Set(time.Date(2026, 3, 1+i, 10, 0, 0, 0, time.UTC))

@@ -4,8 +4,8 @@
 // one, the chain heads signed with the gestore key (at least daily), the
 // verification of the whole chain and the 30-month retention boundary.
 //
-// It is not the storage: a storage command applied through raft will persist
-// entries and heads, and everything here that such a command runs is
+// It is not the storage: package storage, its parent, persists entries and
+// heads through raft commands, and everything here that such a command runs is
 // deterministic given its inputs (times are chosen by the proposer and carried
 // in the entry; no function reads the clock or a random source, except
 // SignHead, whose result the proposer computes once and carries in the
