@@ -17,8 +17,8 @@ import (
 	"sigillo/appliance/config"
 	"sigillo/appliance/control"
 	"sigillo/appliance/legallog"
-	"sigillo/storage/peclog"
 	"sigillo/storage"
+	"sigillo/storage/peclog"
 )
 
 // logCommand searches and verifies the PEC legal log through the running
