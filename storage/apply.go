@@ -218,6 +218,9 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 		return nil, fmt.Errorf("%w: commit: %w", ErrTransient, err)
 	}
 	s.hub.publish(tx.changes)
+	if tx.textPending {
+		s.wakeIndexer()
+	}
 	return results, nil
 }
 
@@ -245,6 +248,8 @@ type txn struct {
 	ctx     context.Context
 	tx      *sql.Tx
 	changes []Change
+	// textPending: content was left for the text indexer (fts.go).
+	textPending bool
 }
 
 func (t *txn) exec(q string, args ...any) (sql.Result, error) {

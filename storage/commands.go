@@ -357,8 +357,9 @@ func (c *Deliver) apply(t *txn) (any, error) {
 		res.Placed = append(res.Placed, p)
 	}
 	if len(res.Placed) > 0 {
-		// The text for SEARCH BODY and TEXT (fts.go), once per content.
-		if err := t.indexText(sha, c.Data); err != nil {
+		// The text for SEARCH BODY and TEXT (fts.go), once per content,
+		// is indexed after the commit by the store's indexer.
+		if err := t.pendText(sha); err != nil {
 			return nil, err
 		}
 	}

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,12 +27,17 @@ import (
 // shorter than three characters have no trigram: they are matched by
 // reading the stored text of the folder's messages.
 //
-// The text is derived data: Deliver's apply extracts and indexes it in the
-// same transaction as the message (the extraction is a pure function of the
-// content, so every node indexes the same), releasing the last reference
-// to a blob drops its text, and RunTextIndexer fills in the text of content
-// stored before the index existed. Nothing in any command's result depends
-// on it.
+// The text is derived data: Deliver's apply only records new content in
+// blob_text_pending, and the store's indexer (RunTextIndexer, on every
+// node) extracts and indexes it after the commit, in batches: FTS5 flushes
+// and merges its segments at every transaction, which in the serialised
+// apply halved the rate of delivery. The extraction is a pure function of
+// the content, so every node indexes the same. Until a content is indexed,
+// TextUncertain lists its messages and a search reads them itself, so a
+// search never misses a message delivered a moment ago. Releasing the last
+// reference to a blob drops its text; RunTextIndexer also fills in the text
+// of content stored before the index existed. Nothing in any command's
+// result depends on it.
 //
 // Cost: the trigram index takes about twice the text it indexes, and the
 // text itself is stored (blob_text), at most mailtext.IndexHeaderBytes +
@@ -56,31 +62,26 @@ CREATE INDEX messages_sha ON messages(sha256, folder_id, uid);
 // searches also look for messages that have none.
 const textIndexedKey = "text_indexed"
 
-// indexText stores and indexes the text of content sha (data), unless it
-// has it already.
-func (t *txn) indexText(sha string, data []byte) error {
-	var n int
-	if err := t.row("SELECT count(*) FROM blob_text WHERE sha256=?", sha).Scan(&n); err != nil || n > 0 {
-		return err
-	}
-	return insertText(t.ctx, t.tx, sha, mailtext.Extract(data, mailtext.Index()))
-}
+// textPendingSchema lists the contents whose text the indexer has not
+// made yet (migration 10).
+const textPendingSchema = `CREATE TABLE blob_text_pending (sha256 TEXT PRIMARY KEY) WITHOUT ROWID;`
 
-func insertText(ctx context.Context, tx *sql.Tx, sha string, x mailtext.Text) error {
-	var id int64
-	if err := tx.QueryRowContext(ctx, "INSERT INTO blob_text(sha256, header, body, complete) VALUES(?, ?, ?, ?) RETURNING id",
-		sha, x.Header, x.Body, x.Complete).Scan(&id); err != nil {
-		return fmt.Errorf("store text of %s: %w", sha, err)
+// pendText records that content sha needs its text, unless it has it.
+func (t *txn) pendText(sha string) error {
+	if _, err := t.exec(`INSERT OR IGNORE INTO blob_text_pending(sha256)
+		SELECT ? WHERE NOT EXISTS (SELECT 1 FROM blob_text WHERE sha256 = ?)`, sha, sha); err != nil {
+		return fmt.Errorf("text of %s for the indexer: %w", sha, err)
 	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO blob_fts(rowid, header, body) VALUES(?, ?, ?)", id, x.Header, x.Body); err != nil {
-		return fmt.Errorf("index text of %s: %w", sha, err)
-	}
+	t.textPending = true
 	return nil
 }
 
 // dropText removes the text of content sha (gone from the store) from the
 // index. An external-content FTS5 table must be told the old values.
 func (t *txn) dropText(sha string) error {
+	if _, err := t.exec("DELETE FROM blob_text_pending WHERE sha256=?", sha); err != nil {
+		return fmt.Errorf("drop text of %s: %w", sha, err)
+	}
 	var id int64
 	var header, body string
 	err := t.row("DELETE FROM blob_text WHERE sha256=? RETURNING id, header, body", sha).Scan(&id, &header, &body)
@@ -185,11 +186,14 @@ func (s *Store) TextUncertain(ctx context.Context, folderID int64) (map[uint32]b
 	}
 	// The texts cut short are few: start from them, whatever the size
 	// of the folder (CROSS JOIN keeps that order).
+	// So are the contents waiting for the indexer.
 	q := `SELECT m.uid FROM blob_text t INDEXED BY blob_text_cut CROSS JOIN messages m ON m.sha256 = t.sha256
-		WHERE t.complete = 0 AND m.folder_id = ?`
+		WHERE t.complete = 0 AND m.folder_id = ?1
+		UNION SELECT m.uid FROM blob_text_pending p CROSS JOIN messages m ON m.sha256 = p.sha256
+		WHERE m.folder_id = ?1`
 	if done == 0 {
 		q = `SELECT m.uid FROM messages m LEFT JOIN blob_text t ON t.sha256 = m.sha256
-			WHERE m.folder_id = ? AND (t.id IS NULL OR t.complete = 0)`
+			WHERE m.folder_id = ?1 AND (t.id IS NULL OR t.complete = 0)`
 	}
 	rows, err := s.db.QueryContext(ctx, q, folderID)
 	if err != nil {
@@ -225,6 +229,9 @@ func (s *Store) RunTextIndexer(ctx context.Context, log *slog.Logger) {
 	for {
 		var retry <-chan time.Time
 		err := s.IndexTextBacklog(ctx, log)
+		if err == nil {
+			err = s.IndexPendingText(ctx)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -241,6 +248,66 @@ func (s *Store) RunTextIndexer(ctx context.Context, log *slog.Logger) {
 			return
 		case <-s.restored:
 		case <-retry:
+		case <-s.textWake:
+			// Let a burst of deliveries gather into one batch.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(textGather):
+			}
+		}
+	}
+}
+
+// textGather is how long the indexer lets new content gather after a
+// delivery before it indexes the batch.
+const textGather = 50 * time.Millisecond
+
+// wakeIndexer tells RunTextIndexer that content is waiting.
+func (s *Store) wakeIndexer() {
+	select {
+	case s.textWake <- struct{}{}:
+	default:
+	}
+}
+
+// IndexPendingText indexes the contents delivered since the last pass, a
+// batch at a time, until none is waiting. RunTextIndexer calls it after
+// each delivery; tests and benchmarks call it to wait for the index.
+func (s *Store) IndexPendingText(ctx context.Context) error {
+	for {
+		rows, err := s.db.QueryContext(ctx, "SELECT sha256 FROM blob_text_pending ORDER BY sha256 LIMIT ?", textBatch)
+		if err != nil {
+			return fmt.Errorf("list content waiting for its text: %w", err)
+		}
+		var shas []string
+		for rows.Next() {
+			var sha string
+			if err := rows.Scan(&sha); err != nil {
+				rows.Close()
+				return fmt.Errorf("list content waiting for its text: %w", err)
+			}
+			shas = append(shas, sha)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("list content waiting for its text: %w", err)
+		}
+		if len(shas) == 0 {
+			return nil
+		}
+		texts := make([]mailtext.Text, len(shas))
+		for i, sha := range shas {
+			data, err := s.Content(ctx, sha)
+			if IsCode(err, ErrNotFound) {
+				continue // gone meanwhile: storeTexts drops its row
+			} else if err != nil {
+				return err
+			}
+			texts[i] = mailtext.Extract(data, mailtext.Index())
+		}
+		if err := s.storeTexts(ctx, shas, texts); err != nil {
+			return err
 		}
 	}
 }
@@ -336,7 +403,11 @@ func (s *Store) storeTexts(ctx context.Context, shas []string, texts []mailtext.
 		return fmt.Errorf("index text: %w", err)
 	}
 	defer tx.Rollback()
+	var ids []int64
 	for i, sha := range shas {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM blob_text_pending WHERE sha256 = ?", sha); err != nil {
+			return fmt.Errorf("index text: %w", err)
+		}
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM blobs b WHERE b.sha256 = ?
 			AND NOT EXISTS (SELECT 1 FROM blob_text t WHERE t.sha256 = b.sha256)`, sha).Scan(&n); err != nil {
@@ -345,8 +416,21 @@ func (s *Store) storeTexts(ctx context.Context, shas []string, texts []mailtext.
 		if n == 0 {
 			continue
 		}
-		if err := insertText(ctx, tx, sha, texts[i]); err != nil {
-			return err
+		var id int64
+		if err := tx.QueryRowContext(ctx, "INSERT INTO blob_text(sha256, header, body, complete) VALUES(?, ?, ?, ?) RETURNING id",
+			sha, texts[i].Header, texts[i].Body, texts[i].Complete).Scan(&id); err != nil {
+			return fmt.Errorf("store text of %s: %w", sha, err)
+		}
+		ids = append(ids, id)
+	}
+	// One statement for the whole batch: FTS5 writes its pending terms
+	// out as a new segment at every statement (savepoint) that touches
+	// it, so a row at a time cost a flush and a merge per message.
+	if len(ids) > 0 {
+		list, _ := json.Marshal(ids)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blob_fts(rowid, header, body)
+			SELECT id, header, body FROM blob_text WHERE id IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+			return fmt.Errorf("index text of %d contents: %w", len(ids), err)
 		}
 	}
 	if err := tx.Commit(); err != nil {

@@ -60,7 +60,48 @@ func uids(m map[uint32]bool) []uint32 {
 func (a *applier) deliverTo(mailbox int64, folder, msg string) Placement {
 	a.t.Helper()
 	r := a.must(&Deliver{Targets: []Target{{MailboxID: mailbox, Folder: folder}}, Data: []byte(msg), InternalDate: 5}).(*DeliverResult)
+	// What RunTextIndexer does just after the commit.
+	if err := a.s.IndexPendingText(context.Background()); err != nil {
+		a.t.Fatal(err)
+	}
 	return r.Placed[0]
+}
+
+// TestAMessageIsSearchedBeforeItsTextIsIndexed: the text is indexed after
+// the commit; until then the message is uncertain (the search reads it),
+// and the indexer's pass makes it certain and found.
+func TestAMessageIsSearchedBeforeItsTextIsIndexed(t *testing.T) {
+	ctx := context.Background()
+	s, a := newStore(t)
+	a.must(&AddDomain{Name: "example.test", At: 1})
+	alice := a.must(&AddMailbox{Address: "alice@example.test", PasswordHash: "h", At: 1}).(int64)
+	inbox, _ := s.FolderByName(ctx, alice, "INBOX")
+	a.deliverTo(alice, "", "Subject: indexed\r\n\r\nan indexed walrus\r\n")
+	a.must(&Deliver{Targets: []Target{{MailboxID: alice}}, Data: []byte("Subject: fresh\r\n\r\na fresh walrus\r\n"), InternalDate: 6})
+	if u, _ := s.TextUncertain(ctx, inbox.ID); fmt.Sprint(uids(u)) != "[2]" {
+		t.Fatalf("uncertain before the indexer: %v, want [2]", uids(u))
+	}
+	if got, _ := found(s, inbox.ID, "walrus", false); fmt.Sprint(got) != "[1]" {
+		t.Fatalf("indexed before the indexer: %v, want [1]", got)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.IndexPendingText(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	<-done
+	if u, _ := s.TextUncertain(ctx, inbox.ID); len(u) != 0 {
+		t.Fatalf("uncertain after the indexer: %v", uids(u))
+	}
+	if got, _ := found(s, inbox.ID, "walrus", false); fmt.Sprint(got) != "[1 2]" {
+		t.Fatalf("found after the indexer: %v, want [1 2]", got)
+	}
+	var pending int
+	if err := s.db.QueryRow("SELECT count(*) FROM blob_text_pending").Scan(&pending); err != nil || pending != 0 {
+		t.Fatalf("%d contents still waiting (%v)", pending, err)
+	}
 }
 
 // syncBuffer is a log destination a goroutine writes while the test reads.
@@ -220,7 +261,7 @@ func TestAStoreFromBeforeTheIndexGetsIndexed(t *testing.T) {
 		a.deliverTo(alice, "", fmt.Sprintf("Subject: %d\r\n\r\nold message number %d, zebra\r\n", i, i))
 	}
 	// Back to schema 8: what an older version left.
-	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
+	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatal(q, err)
 		}
@@ -332,7 +373,7 @@ func TestASnapshotCarriesTheIndex(t *testing.T) {
 	checkIndex(t, dst)
 
 	// A snapshot from before the index: restored, then indexed.
-	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
+	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
 		if _, err := src.db.Exec(q); err != nil {
 			t.Fatal(q, err)
 		}

@@ -82,4 +82,5 @@ CREATE TABLE kv (
 	`CREATE INDEX messages_modseq ON messages(folder_id, modseq);`,
 	pecTrackDetailSchema, // 8: the busta's recipients and Reply-To for the notices (pecbatch.go)
 	ftsSchema,            // 9: the text of message content and its full-text index (fts.go)
+	textPendingSchema,    // 10: content waiting for the indexer, off the apply path (fts.go)
 }

@@ -39,6 +39,8 @@ type Store struct {
 	hub hub
 	// restored tells RunTextIndexer that Restore replaced the state.
 	restored chan struct{}
+	// textWake tells RunTextIndexer that a delivery left content to index.
+	textWake chan struct{}
 }
 
 // Open opens (creating if needed) the database at path and brings its schema
@@ -51,7 +53,7 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, path: path, hub: newHub(), restored: make(chan struct{}, 1)}
+	s := &Store{db: db, path: path, hub: newHub(), restored: make(chan struct{}, 1), textWake: make(chan struct{}, 1)}
 	return s, nil
 }
 

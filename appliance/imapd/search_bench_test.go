@@ -18,8 +18,8 @@ import (
 
 // BenchmarkSearch100k: SEARCH BODY and TEXT through go-imap's client on a
 // folder of 100,000 messages (SEARCH_BENCH_MESSAGES to change), as
-// `make bench` reports: how long filling the store takes with the index
-// built in each Deliver, what the index costs on disk, and each search's
+// `make bench` reports: how long filling the store takes, the text indexed
+// after each batch as the server's indexer does, what the index costs on disk, and each search's
 // time. It runs once (-benchtime 1x).
 func BenchmarkSearch100k(b *testing.B) {
 	n := 100_000
