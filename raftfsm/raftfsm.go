@@ -38,6 +38,11 @@ import (
 // quorum, store failing, shutting down). The client should retry later.
 var ErrUnavailable = errors.New("replicated store unavailable")
 
+// ErrNotLeader means this node does not lead the cluster, so it cannot
+// propose a command: nothing was appended. Unlike ErrUnavailable it says
+// where to go: to the leader (forwarding comes with the cluster).
+var ErrNotLeader = errors.New("not the raft leader")
+
 // Config says where a node keeps its raft state and who it is.
 type Config struct {
 	// Dir holds raft.db (log and stable store) and snapshots/.
@@ -283,20 +288,22 @@ func (n *Node) timeoutFor(ctx context.Context) time.Duration {
 	return n.timeout
 }
 
-// Apply proposes cmd, waits until it is applied, and returns its value. A
-// refusal by the command is a *storage.Error; any failure to commit wraps
-// ErrUnavailable.
-func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+// Apply proposes cmd, waits until it is applied, and returns its value
+// with the log index it was applied at (Node is a storage.Proposer). A
+// refusal by the command is a *storage.Error; a node that is not the
+// leader returns ErrNotLeader (nothing was appended); any other failure to
+// commit wraps ErrUnavailable.
+func (n *Node) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
 	data, err := storage.Encode(cmd)
 	if err != nil {
-		return nil, err
+		return storage.Applied{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return storage.Applied{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	select {
 	case <-n.stopped:
-		return nil, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
+		return storage.Applied{}, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
 	default:
 	}
 	wait := n.timeoutFor(ctx)
@@ -310,27 +317,30 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
 	case <-n.stopped:
 		// raft may have queued the entry just as it shut down; its future
 		// then never resolves, so do not wait for it.
-		return nil, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
+		return storage.Applied{}, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
 	case <-timer.C:
-		return nil, fmt.Errorf("%w: %s: not committed within %v", ErrUnavailable, cmd.Op(), wait)
+		return storage.Applied{}, fmt.Errorf("%w: %s: not committed within %v", ErrUnavailable, cmd.Op(), wait)
 	case <-ctx.Done():
 		// The entry may still commit; the caller reports a temporary
 		// failure and its retry is the client's (SMTP and IMAP are
 		// at-least-once here). The goroutine ends when the future does,
 		// or stays parked on a future that raft dropped at shutdown.
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), ctx.Err())
+		return storage.Applied{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), ctx.Err())
+	}
+	if errors.Is(err, raft.ErrNotLeader) {
+		return storage.Applied{}, fmt.Errorf("%s: %w", cmd.Op(), ErrNotLeader)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), err)
+		return storage.Applied{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), err)
 	}
 	res, ok := f.Response().(storage.Result)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s: no result", ErrUnavailable, cmd.Op())
+		return storage.Applied{}, fmt.Errorf("%w: %s: no result", ErrUnavailable, cmd.Op())
 	}
 	if res.Err != nil && !isRefusal(res.Err) {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), res.Err)
+		return storage.Applied{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), res.Err)
 	}
-	return res.Value, res.Err
+	return storage.Applied{Index: f.Index(), Value: res.Value}, res.Err
 }
 
 func isRefusal(err error) bool {

@@ -150,7 +150,7 @@ func (s *session) apply(cmd storage.Command) (any, error) {
 	if err != nil {
 		return nil, s.fail(cmd.Op(), err)
 	}
-	return v, nil
+	return v.Value, nil
 }
 
 // fail turns an error from the store or the proposer into the client's
