@@ -49,6 +49,11 @@ type Config struct {
 	Dir string
 	// NodeID names this node in the cluster; default "node1".
 	NodeID string
+	// Bootstrap makes a node with no raft state a one-node cluster that
+	// elects itself: the caller's decision, for a single node or the first
+	// node of a cluster. Without it such a node starts as a member that
+	// waits for a leader to add it. A node with raft state ignores it.
+	Bootstrap bool
 	// Transport carries raft traffic; nil means an in-memory transport,
 	// enough for a one-node cluster.
 	Transport raft.Transport
@@ -117,6 +122,7 @@ func (cfg *Config) setDefaults() {
 // Node is one raft member with its FSM.
 type Node struct {
 	raft      *raft.Raft
+	id        raft.ServerID
 	fsm       *fsm
 	logStore  *logstore.Store
 	transport raft.Transport
@@ -128,10 +134,15 @@ type Node struct {
 }
 
 // Open starts the node on store. A node with no raft state bootstraps a
-// one-node cluster. Open returns once the node is the leader and has
-// applied every committed entry, however long the log is to replay
-// (saying how far it is every ProgressEvery), or with an error when ctx
-// ends first.
+// one-node cluster if cfg.Bootstrap says so. A node whose configuration
+// has it as the only voter (the one-node cluster) will elect itself: Open
+// returns once it is the leader and has applied every committed entry,
+// however long the log is to replay (saying how far it is every
+// ProgressEvery), or with an error when ctx ends first. Any other node
+// (one that names other servers, or one not yet in any configuration)
+// does not elect itself alone: Open returns once raft is running, and the
+// node follows whichever leader its cluster elects; until then Apply
+// returns ErrNotLeader.
 func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) {
 	cfg.setDefaults()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
@@ -200,13 +211,16 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		logStore.Close()
 		return nil, fmt.Errorf("raft state: %w", err)
 	}
-	if !has {
+	switch {
+	case !has && cfg.Bootstrap:
 		conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: transport.LocalAddr()}}}
 		if err := raft.BootstrapCluster(rc, cache, logStore, snaps, transport, conf); err != nil {
 			logStore.Close()
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 		logger.Info("bootstrapped a one-node cluster", "node", cfg.NodeID)
+	case !has:
+		logger.Info("no raft state and no bootstrap: waiting for a leader to add this node", "node", cfg.NodeID)
 	}
 
 	// Raft reads every entry after the newest snapshot twice at start:
@@ -237,17 +251,46 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	prog.replaying()
-	n := &Node{raft: r, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
-	err = n.waitReady(ctx)
+	n := &Node{raft: r, id: rc.LocalID, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
+	sole, err := n.soleVoter()
+	if err == nil && sole {
+		err = n.waitReady(ctx)
+	}
 	logStore.SkipCommandData(0)
 	if err != nil {
 		prog.stop()
 		n.Close()
 		return nil, err
 	}
-	prog.finished()
+	if sole {
+		prog.finished()
+	} else {
+		prog.stop()
+		logger.Info("raft running: waiting for a leader", "node", cfg.NodeID, "applied", applied)
+	}
 	n.policy = startPolicy(n, cfg)
 	return n, nil
+}
+
+// soleVoter reports whether this node is the only voter of its latest
+// configuration, and so elects itself. A node in no configuration yet, or
+// in one with other voters, needs a leader elected by a quorum.
+func (n *Node) soleVoter() (bool, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return false, fmt.Errorf("raft configuration: %w", err)
+	}
+	voters, self := 0, false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if s.ID == n.id {
+			self = true
+		}
+	}
+	return voters == 1 && self, nil
 }
 
 // waitReady waits for leadership and then for a barrier, so that every
