@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-
-	"sigillo/appliance/peclog"
 )
 
 // Proposer is the write path as every user of it sees it: the front ends,
@@ -65,7 +63,7 @@ func ResultType(op string) reflect.Type {
 	case "pec-batch":
 		return reflect.TypeFor[*BatchResult]()
 	case "pec-log-append":
-		return reflect.TypeFor[[]peclog.Entry]()
+		return reflect.TypeOf(AppendLog{}.Entries) // the entries as chained and stored
 	case "pec-log-purge":
 		return reflect.TypeFor[PurgeResult]()
 	}

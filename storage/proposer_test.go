@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"sigillo/appliance/peclog"
 )
 
 // TestEveryCommandsResultCrossesTheNetwork applies one of every command
@@ -95,13 +93,23 @@ func TestEveryCommandsResultCrossesTheNetwork(t *testing.T) {
 	do(&PutKV{Key: "k", Value: []byte("v")})
 	do(&DeleteKV{Key: "k"})
 	at := time.UnixMilli(1_700_000_000_000).UTC()
-	first := do(&AppendLog{Entries: []peclog.Entry{{Time: at, Event: peclog.EventAccettazione, MsgID: "m1", Recipients: []string{"x@far.test"}}}}).Value.([]peclog.Entry)
+	// The legal log's entries, built without naming their package.
+	appendLog := &AppendLog{}
+	appendLog.Entries = oneOf(appendLog.Entries)
+	appendLog.Entries[0].Time, appendLog.Entries[0].Event, appendLog.Entries[0].MsgID = at, "accettazione", "m1"
+	stored := do(appendLog).Value
 	// An unsigned head is refused: the refusal crosses instead.
-	if res := check(&PutLogHead{Head: peclog.Head{Seq: 1, Hash: first[0].Hash, Time: at}}); !IsCode(res.Err, ErrInvalid) {
+	head := &PutLogHead{}
+	head.Head.Seq, head.Head.Time = 1, at
+	head.Head.Hash = reflect.ValueOf(stored).Index(0).FieldByName("Hash").Bytes()
+	if res := check(head); !IsCode(res.Err, ErrInvalid) {
 		t.Fatalf("unsigned head: %v", res.Err)
 	}
 	seen["pec-log-head"] = true
-	do(&Batch{Log: []peclog.Entry{{Time: at.Add(time.Second), Event: peclog.EventConsegna, MsgID: "m1"}}})
+	batch := &Batch{}
+	batch.Log = oneOf(batch.Log)
+	batch.Log[0].Time, batch.Log[0].Event, batch.Log[0].MsgID = at.Add(time.Second), "consegna", "m1"
+	do(batch)
 	do(&PurgeLog{Before: at.Add(time.Hour).UnixMilli()})
 	do(&ForgetTracking{Before: 10})
 	do(&PurgeVirusStore{Before: 10})
@@ -125,6 +133,9 @@ func TestEveryCommandsResultCrossesTheNetwork(t *testing.T) {
 		}
 	}
 }
+
+// oneOf returns a slice of one zero E, for a slice typed elsewhere.
+func oneOf[E any]([]E) []E { return make([]E, 1) }
 
 // TestARefusalCrossesTheNetwork: the proposer gets the refusal back as a
 // *Error with its code; an error that is not a refusal does not travel.
