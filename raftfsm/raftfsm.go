@@ -7,10 +7,13 @@
 // time), and a restart rebuilds from snapshot + log, going through the log
 // after the snapshot without reading what the database already holds.
 //
-// A lone node is a one-node cluster that bootstrapped itself. Joining nodes
-// over mutual TLS, forwarding writes to the leader and backups to remote
-// targets are later work; the seams for them are the Transport in Config and
-// the Node's leader observation. It is not a storage layer: it knows nothing
+// A lone node is a one-node cluster that bootstrapped itself, because its
+// caller said so (Config.Bootstrap); a node that is not its cluster's sole
+// voter starts without leading. Joining nodes over mutual TLS, forwarding
+// writes to the leader and backups to remote targets are later work; the
+// seams for them are the Transport in Config, storage.Proposer (a
+// forwarder is another one), ErrNotLeader and the Node's leader
+// observation. It is not a storage layer: it knows nothing
 // of the schema, only of storage.Command and storage.Store.Apply.
 package raftfsm
 
