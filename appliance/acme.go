@@ -17,7 +17,7 @@ import (
 // its certificates, keys, account and locks in the replicated store,
 // encrypted with a key kept in the data directory, with the local CA
 // serving until the first certificate arrives.
-func newACME(cfg config.Config, nodeID string, store *storage.Store, proposer certstore.Proposer, fallback tlsmgr.Source, log *slog.Logger) (*tlsmgr.ACME, error) {
+func newACME(cfg config.Config, nodeID string, store *storage.Store, proposer storage.Proposer, fallback tlsmgr.Source, log *slog.Logger) (*tlsmgr.ACME, error) {
 	a := cfg.ACME
 	key, err := certstore.LoadOrCreateKey(filepath.Join(cfg.DataDir, "acme-storage.key"))
 	if err != nil {

@@ -367,7 +367,7 @@ type QueueInfo struct {
 // pop3Backend serves a mailbox's INBOX to POP3 sessions.
 type pop3Backend struct {
 	store    *storage.Store
-	proposer *raftfsm.Node
+	proposer storage.Proposer
 	auth     *accounts.Authenticator // Check only: pop3d applies the limiter
 }
 

@@ -134,8 +134,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 
 	// No deadline: a long replay of the raft log says how far it is and
-	// goes on; only the end of ctx (SIGTERM) stops it.
-	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: raftDir, NodeID: nodeID, Logger: log,
+	// goes on; only the end of ctx (SIGTERM) stops it. A single node is a
+	// one-node cluster: it bootstraps itself when it has no raft state
+	// (joining a cluster, with no bootstrap, comes with the cluster).
+	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: raftDir, NodeID: nodeID, Logger: log, Bootstrap: true,
 		SnapshotBytes: cfg.Raft.SnapshotBytes, SnapshotInterval: cfg.Raft.SnapshotEvery()}, store)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -11,7 +11,6 @@ import (
 	"sigillo/appliance/queue"
 	"sigillo/appliance/signer"
 	"sigillo/appliance/tlsmgr"
-	"sigillo/raftfsm"
 	"sigillo/storage"
 )
 
@@ -19,15 +18,15 @@ import (
 // queue, the local CA's certificate refresh and, with a gestore, the PEC
 // timeouts and the legal log's daily signed head and 30-month purge.
 func leaderJobs(runner *queue.Runner, ca *tlsmgr.LocalCA, gestore *pec.Gestore, gestoreKey *signer.Signer,
-	store *storage.Store, node *raftfsm.Node, now func() time.Time, log *slog.Logger) []leader.Job {
+	store *storage.Store, proposer storage.Proposer, now func() time.Time, log *slog.Logger) []leader.Job {
 	jobs := []leader.Job{{Name: "queue", Run: runner.Run}}
 	if gestore != nil {
 		jobs = append(jobs,
 			leader.Job{Name: "pec-timers", Run: func(ctx context.Context) error {
-				(&pec.Timer{Gestore: gestore, Store: store, Proposer: node}).Run(ctx)
+				(&pec.Timer{Gestore: gestore, Store: store, Proposer: proposer}).Run(ctx)
 				return nil
 			}},
-			leader.Job{Name: "legal-log", Run: (&legallog.Keeper{Store: store, Proposer: node, Signer: gestoreKey.Key(),
+			leader.Job{Name: "legal-log", Run: (&legallog.Keeper{Store: store, Proposer: proposer, Signer: gestoreKey.Key(),
 				Chain: gestoreKey.Chain(), Now: now, Logger: log.With("component", "legallog")}).Run},
 		)
 	}

@@ -7,10 +7,13 @@
 // time), and a restart rebuilds from snapshot + log, going through the log
 // after the snapshot without reading what the database already holds.
 //
-// A lone node is a one-node cluster that bootstrapped itself. Joining nodes
-// over mutual TLS, forwarding writes to the leader and backups to remote
-// targets are later work; the seams for them are the Transport in Config and
-// the Node's leader observation. It is not a storage layer: it knows nothing
+// A lone node is a one-node cluster that bootstrapped itself, because its
+// caller said so (Config.Bootstrap); a node that is not its cluster's sole
+// voter starts without leading. Joining nodes over mutual TLS, forwarding
+// writes to the leader and backups to remote targets are later work; the
+// seams for them are the Transport in Config, storage.Proposer (a
+// forwarder is another one), ErrNotLeader and the Node's leader
+// observation. It is not a storage layer: it knows nothing
 // of the schema, only of storage.Command and storage.Store.Apply.
 package raftfsm
 
@@ -38,12 +41,22 @@ import (
 // quorum, store failing, shutting down). The client should retry later.
 var ErrUnavailable = errors.New("replicated store unavailable")
 
+// ErrNotLeader means this node does not lead the cluster, so it cannot
+// propose a command: nothing was appended. Unlike ErrUnavailable it says
+// where to go: to the leader (forwarding comes with the cluster).
+var ErrNotLeader = errors.New("not the raft leader")
+
 // Config says where a node keeps its raft state and who it is.
 type Config struct {
 	// Dir holds raft.db (log and stable store) and snapshots/.
 	Dir string
 	// NodeID names this node in the cluster; default "node1".
 	NodeID string
+	// Bootstrap makes a node with no raft state a one-node cluster that
+	// elects itself: the caller's decision, for a single node or the first
+	// node of a cluster. Without it such a node starts as a member that
+	// waits for a leader to add it. A node with raft state ignores it.
+	Bootstrap bool
 	// Transport carries raft traffic; nil means an in-memory transport,
 	// enough for a one-node cluster.
 	Transport raft.Transport
@@ -112,6 +125,7 @@ func (cfg *Config) setDefaults() {
 // Node is one raft member with its FSM.
 type Node struct {
 	raft      *raft.Raft
+	id        raft.ServerID
 	fsm       *fsm
 	logStore  *logstore.Store
 	transport raft.Transport
@@ -123,10 +137,15 @@ type Node struct {
 }
 
 // Open starts the node on store. A node with no raft state bootstraps a
-// one-node cluster. Open returns once the node is the leader and has
-// applied every committed entry, however long the log is to replay
-// (saying how far it is every ProgressEvery), or with an error when ctx
-// ends first.
+// one-node cluster if cfg.Bootstrap says so. A node whose configuration
+// has it as the only voter (the one-node cluster) will elect itself: Open
+// returns once it is the leader and has applied every committed entry,
+// however long the log is to replay (saying how far it is every
+// ProgressEvery), or with an error when ctx ends first. Any other node
+// (one that names other servers, or one not yet in any configuration)
+// does not elect itself alone: Open returns once raft is running, and the
+// node follows whichever leader its cluster elects; until then Apply
+// returns ErrNotLeader.
 func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) {
 	cfg.setDefaults()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
@@ -195,13 +214,16 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		logStore.Close()
 		return nil, fmt.Errorf("raft state: %w", err)
 	}
-	if !has {
+	switch {
+	case !has && cfg.Bootstrap:
 		conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: transport.LocalAddr()}}}
 		if err := raft.BootstrapCluster(rc, cache, logStore, snaps, transport, conf); err != nil {
 			logStore.Close()
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 		logger.Info("bootstrapped a one-node cluster", "node", cfg.NodeID)
+	case !has:
+		logger.Info("no raft state and no bootstrap: waiting for a leader to add this node", "node", cfg.NodeID)
 	}
 
 	// Raft reads every entry after the newest snapshot twice at start:
@@ -232,17 +254,46 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	prog.replaying()
-	n := &Node{raft: r, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
-	err = n.waitReady(ctx)
+	n := &Node{raft: r, id: rc.LocalID, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
+	sole, err := n.soleVoter()
+	if err == nil && sole {
+		err = n.waitReady(ctx)
+	}
 	logStore.SkipCommandData(0)
 	if err != nil {
 		prog.stop()
 		n.Close()
 		return nil, err
 	}
-	prog.finished()
+	if sole {
+		prog.finished()
+	} else {
+		prog.stop()
+		logger.Info("raft running: waiting for a leader", "node", cfg.NodeID, "applied", applied)
+	}
 	n.policy = startPolicy(n, cfg)
 	return n, nil
+}
+
+// soleVoter reports whether this node is the only voter of its latest
+// configuration, and so elects itself. A node in no configuration yet, or
+// in one with other voters, needs a leader elected by a quorum.
+func (n *Node) soleVoter() (bool, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return false, fmt.Errorf("raft configuration: %w", err)
+	}
+	voters, self := 0, false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if s.ID == n.id {
+			self = true
+		}
+	}
+	return voters == 1 && self, nil
 }
 
 // waitReady waits for leadership and then for a barrier, so that every
@@ -283,20 +334,22 @@ func (n *Node) timeoutFor(ctx context.Context) time.Duration {
 	return n.timeout
 }
 
-// Apply proposes cmd, waits until it is applied, and returns its value. A
-// refusal by the command is a *storage.Error; any failure to commit wraps
-// ErrUnavailable.
-func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+// Apply proposes cmd, waits until it is applied, and returns its value
+// with the log index it was applied at (Node is a storage.Proposer). A
+// refusal by the command is a *storage.Error; a node that is not the
+// leader returns ErrNotLeader (nothing was appended); any other failure to
+// commit wraps ErrUnavailable.
+func (n *Node) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
 	data, err := storage.Encode(cmd)
 	if err != nil {
-		return nil, err
+		return storage.Applied{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return storage.Applied{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	select {
 	case <-n.stopped:
-		return nil, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
+		return storage.Applied{}, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
 	default:
 	}
 	wait := n.timeoutFor(ctx)
@@ -310,27 +363,30 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (any, error) {
 	case <-n.stopped:
 		// raft may have queued the entry just as it shut down; its future
 		// then never resolves, so do not wait for it.
-		return nil, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
+		return storage.Applied{}, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
 	case <-timer.C:
-		return nil, fmt.Errorf("%w: %s: not committed within %v", ErrUnavailable, cmd.Op(), wait)
+		return storage.Applied{}, fmt.Errorf("%w: %s: not committed within %v", ErrUnavailable, cmd.Op(), wait)
 	case <-ctx.Done():
 		// The entry may still commit; the caller reports a temporary
 		// failure and its retry is the client's (SMTP and IMAP are
 		// at-least-once here). The goroutine ends when the future does,
 		// or stays parked on a future that raft dropped at shutdown.
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), ctx.Err())
+		return storage.Applied{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), ctx.Err())
+	}
+	if errors.Is(err, raft.ErrNotLeader) {
+		return storage.Applied{}, fmt.Errorf("%s: %w", cmd.Op(), ErrNotLeader)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), err)
+		return storage.Applied{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), err)
 	}
 	res, ok := f.Response().(storage.Result)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s: no result", ErrUnavailable, cmd.Op())
+		return storage.Applied{}, fmt.Errorf("%w: %s: no result", ErrUnavailable, cmd.Op())
 	}
 	if res.Err != nil && !isRefusal(res.Err) {
-		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), res.Err)
+		return storage.Applied{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), res.Err)
 	}
-	return res.Value, res.Err
+	return storage.Applied{Index: f.Index(), Value: res.Value}, res.Err
 }
 
 func isRefusal(err error) bool {

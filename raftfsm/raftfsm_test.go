@@ -20,6 +20,7 @@ func openNode(t *testing.T, dir string, cfg Config) (*Node, *storage.Store) {
 		t.Fatal(err)
 	}
 	cfg.Dir = filepath.Join(dir, "raft")
+	cfg.Bootstrap = true
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -26,6 +26,7 @@ func open(t *testing.T, ctx context.Context, dir string, cfg Config) (*Node, *st
 		t.Fatal(err)
 	}
 	cfg.Dir = filepath.Join(dir, "raft")
+	cfg.Bootstrap = true
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

@@ -29,29 +29,30 @@ func NewProposer(s *storage.Store) *Proposer {
 }
 
 // Apply encodes cmd, applies it at the next log index and returns the
-// command's value and refusal, as raft's Apply does. While a failure is set
-// (FailWith), it applies nothing and returns that error.
-func (p *Proposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+// command's value with that index, and its refusal, as raft's Apply does
+// (Proposer is a storage.Proposer). While a failure is set (FailWith), it
+// applies nothing and returns that error.
+func (p *Proposer) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e := p.fail.Load(); e != nil {
-		return nil, *e
+		return storage.Applied{}, *e
 	}
 	data, err := storage.Encode(cmd)
 	if err != nil {
-		return nil, err
+		return storage.Applied{}, err
 	}
 	if p.index == 0 {
 		if p.index, err = p.Store.AppliedIndex(ctx); err != nil {
-			return nil, err
+			return storage.Applied{}, err
 		}
 	}
 	p.index++
 	res, err := p.Store.Apply(ctx, []storage.Entry{{Index: p.index, Data: data}})
 	if err != nil {
-		return nil, err
+		return storage.Applied{}, err
 	}
-	return res[0].Value, res[0].Err
+	return storage.Applied{Index: p.index, Value: res[0].Value}, res[0].Err
 }
 
 // FailWith makes every Apply from now on fail with err, without applying
@@ -69,11 +70,11 @@ func (p *Proposer) FailWith(err error) {
 // is refused or cannot be applied.
 func (p *Proposer) Must(t testing.TB, cmd storage.Command) any {
 	t.Helper()
-	v, err := p.Apply(context.Background(), cmd)
+	a, err := p.Apply(context.Background(), cmd)
 	if err != nil {
 		t.Fatalf("%s: %v", cmd.Op(), err)
 	}
-	return v
+	return a.Value
 }
 
 // ApplyAll applies cmds at the next log indexes in one batch (one SQLite

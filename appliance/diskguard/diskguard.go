@@ -53,23 +53,18 @@ func statfsFree(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// Proposer is what Guarded wraps.
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
-// Guarded is a Proposer that refuses storage.Deliver commands while the
+// Guarded is a storage.Proposer that refuses storage.Deliver commands while the
 // disk is low; everything else passes.
 type Guarded struct {
-	Next  Proposer
+	Next  storage.Proposer
 	Guard *Guard
 }
 
-// Apply implements Proposer.
-func (g Guarded) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+// Apply implements storage.Proposer.
+func (g Guarded) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
 	if _, ok := cmd.(*storage.Deliver); ok {
 		if err := g.Guard.Check(); err != nil {
-			return nil, fmt.Errorf("%s: %w", cmd.Op(), err)
+			return storage.Applied{}, fmt.Errorf("%s: %w", cmd.Op(), err)
 		}
 	}
 	return g.Next.Apply(ctx, cmd)

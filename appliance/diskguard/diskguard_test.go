@@ -21,11 +21,11 @@ func TestNewMailWaitsWhileTheDiskIsLowAndEverythingElseGoesOn(t *testing.T) {
 	g := &Guard{Dir: t.TempDir(), MinFree: 5 << 20, Free: func(string) (int64, error) { return free, nil }}
 	p := Guarded{Next: apptest.NewProposer(s), Guard: g}
 	p.Apply(ctx, &storage.AddDomain{Name: "a.test"})
-	id, err := p.Apply(ctx, &storage.AddMailbox{Address: "u@a.test", PasswordHash: "h"})
+	id, err := storage.ApplyAs[int64](ctx, p, &storage.AddMailbox{Address: "u@a.test", PasswordHash: "h"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	deliver := &storage.Deliver{Targets: []storage.Target{{MailboxID: id.(int64)}}, Data: []byte("x")}
+	deliver := &storage.Deliver{Targets: []storage.Target{{MailboxID: id}}, Data: []byte("x")}
 	if _, err := p.Apply(ctx, deliver); err != nil {
 		t.Fatalf("with room: %v", err)
 	}
@@ -33,7 +33,7 @@ func TestNewMailWaitsWhileTheDiskIsLowAndEverythingElseGoesOn(t *testing.T) {
 	if _, err := p.Apply(ctx, deliver); !errors.Is(err, ErrLowDisk) {
 		t.Fatalf("low disk: %v", err)
 	}
-	inbox, _ := s.FolderByName(ctx, id.(int64), "INBOX")
+	inbox, _ := s.FolderByName(ctx, id, "INBOX")
 	if _, err := p.Apply(ctx, &storage.Expunge{FolderID: inbox.ID, UIDs: []uint32{1}}); err != nil {
 		t.Fatalf("expunge refused on a low disk: %v", err)
 	}

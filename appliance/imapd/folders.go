@@ -245,7 +245,7 @@ func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 		return nil, unavailable("Server busy, try again later")
 	}
 	defer held.Release()
-	v, err := s.apply(&storage.Deliver{
+	res, err := applyAs[*storage.DeliverResult](s, &storage.Deliver{
 		Targets:      []storage.Target{{MailboxID: f.MailboxID, Folder: f.Name, Flags: flags, EnforceQuota: true}},
 		InternalDate: date.Unix(),
 		Tail:         msg.Reader(),
@@ -255,9 +255,8 @@ func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 	} else if err != nil {
 		return nil, err
 	}
-	res, ok := v.(*storage.DeliverResult)
-	if !ok {
-		return nil, s.fail("append", errUnexpected("deliver", v))
+	if res == nil {
+		return nil, s.fail("append", errUnexpected("deliver", res))
 	}
 	if len(res.Placed) == 0 {
 		return nil, no(imap.ResponseCodeOverQuota, "Mailbox is over its quota")

@@ -89,13 +89,12 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			}
 		}
 		if len(unseen) > 0 {
-			res, err := s.apply(&storage.StoreFlags{FolderID: v.folder.ID, UIDs: unseen, Mode: storage.FlagsAdd, Flags: []string{string(imap.FlagSeen)}})
+			fr, err := applyAs[*storage.FlagsResult](s, &storage.StoreFlags{FolderID: v.folder.ID, UIDs: unseen, Mode: storage.FlagsAdd, Flags: []string{string(imap.FlagSeen)}})
 			if err != nil {
 				return err
 			}
-			fr, ok := res.(*storage.FlagsResult)
-			if !ok {
-				return s.fail("fetch", errUnexpected("store-flags", res))
+			if fr == nil {
+				return s.fail("fetch", errUnexpected("store-flags", fr))
 			}
 			byUID := map[uint32]storage.FlagUpdate{}
 			for _, u := range fr.Updated {
@@ -212,13 +211,12 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	case imap.StoreFlagsDel:
 		mode = storage.FlagsRemove
 	}
-	res, err := s.apply(&storage.StoreFlags{FolderID: v.folder.ID, UIDs: refUIDs(refs), Mode: mode, Flags: list})
+	fr, err := applyAs[*storage.FlagsResult](s, &storage.StoreFlags{FolderID: v.folder.ID, UIDs: refUIDs(refs), Mode: mode, Flags: list})
 	if err != nil {
 		return err
 	}
-	fr, ok := res.(*storage.FlagsResult)
-	if !ok {
-		return s.fail("store", errUnexpected("store-flags", res))
+	if fr == nil {
+		return s.fail("store", errUnexpected("store-flags", fr))
 	}
 	// The client learns the new flags from this answer (or asked not to):
 	// the next sync must not repeat them. New keywords are left for the
@@ -290,15 +288,14 @@ func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyDa
 	if err != nil || len(refs) == 0 {
 		return nil, nil, err
 	}
-	res, err := s.apply(&storage.Copy{FromFolderID: v.folder.ID, UIDs: refUIDs(refs), ToFolderID: to.ID, Move: move, EnforceQuota: !move})
+	cr, err := applyAs[*storage.CopyResult](s, &storage.Copy{FromFolderID: v.folder.ID, UIDs: refUIDs(refs), ToFolderID: to.ID, Move: move, EnforceQuota: !move})
 	if code(err) == imap.ResponseCodeNonExistent {
 		return nil, nil, no(imap.ResponseCodeTryCreate, "No such mailbox")
 	} else if err != nil {
 		return nil, nil, err
 	}
-	cr, ok := res.(*storage.CopyResult)
-	if !ok {
-		return nil, nil, s.fail("copy", errUnexpected("copy", res))
+	if cr == nil {
+		return nil, nil, s.fail("copy", errUnexpected("copy", cr))
 	}
 	if len(cr.Source) == 0 {
 		return nil, nil, nil
@@ -375,13 +372,9 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 			return nil
 		}
 	}
-	res, err := s.apply(cmd)
+	gone, err := applyAs[[]uint32](s, cmd)
 	if err != nil {
 		return err
-	}
-	gone, ok := res.([]uint32)
-	if !ok && res != nil {
-		return s.fail("expunge", errUnexpected("expunge", res))
 	}
 	return s.expunged(w, gone)
 }

@@ -54,17 +54,11 @@ import (
 	"sigillo/storage"
 )
 
-// Proposer applies a command through raft and returns its value once applied
-// everywhere it must be.
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
 // Server serves IMAP on any number of listeners. Set the fields, then call
 // Serve for each listener; Shutdown stops everything.
 type Server struct {
 	Store     *storage.Store
-	Proposer  Proposer
+	Proposer  storage.Proposer
 	Auth      *accounts.Authenticator
 	TLSConfig *tls.Config // for STARTTLS on the plain port, and implicit TLS
 	Logger    *slog.Logger

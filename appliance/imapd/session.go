@@ -150,6 +150,18 @@ func (s *session) apply(cmd storage.Command) (any, error) {
 	if err != nil {
 		return nil, s.fail(cmd.Op(), err)
 	}
+	return v.Value, nil
+}
+
+// applyAs is apply for a command whose value the caller reads: the value
+// comes as T, the command's result type.
+func applyAs[T any](s *session, cmd storage.Command) (T, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, applyTimeout)
+	defer cancel()
+	v, err := storage.ApplyAs[T](ctx, s.srv.Proposer, cmd)
+	if err != nil {
+		return v, s.fail(cmd.Op(), err)
+	}
 	return v, nil
 }
 

@@ -27,7 +27,7 @@ func TestARaftNodeRunsItsJobsWhileItLeads(t *testing.T) {
 	log := logs.Logger(slog.LevelInfo)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: filepath.Join(dir, "raft"), NodeID: "n-test", Logger: log}, store)
+	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: filepath.Join(dir, "raft"), NodeID: "n-test", Logger: log, Bootstrap: true}, store)
 	if err != nil {
 		t.Fatal(err)
 	}

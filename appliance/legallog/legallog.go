@@ -27,11 +27,6 @@ import (
 	"sigillo/storage/peclog"
 )
 
-// Proposer applies a command through the replicated log (raftfsm.Node).
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
 const (
 	// Interval is how often the Keeper looks at the log.
 	Interval = time.Hour
@@ -53,7 +48,7 @@ const (
 // Poll and Logger may be left zero.
 type Keeper struct {
 	Store    *storage.Store
-	Proposer Proposer
+	Proposer storage.Proposer
 	// Signer is the gestore key; Chain is its certificate, then any
 	// intermediate CA certificates, all carried in every signed head.
 	Signer crypto.Signer
@@ -188,11 +183,10 @@ func (k *Keeper) purge(ctx context.Context, now time.Time) error {
 	var removed int64
 	var keepFrom uint64
 	for range maxPurgeRounds {
-		v, err := k.Proposer.Apply(ctx, &storage.PurgeLog{Before: cutoff.UnixMilli()})
+		r, err := storage.ApplyAs[storage.PurgeResult](ctx, k.Proposer, &storage.PurgeLog{Before: cutoff.UnixMilli()})
 		if err != nil {
 			return fmt.Errorf("purge the legal log before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
 		}
-		r, _ := v.(storage.PurgeResult)
 		removed, keepFrom = removed+r.Removed, r.KeepFrom
 		if r.Removed == 0 {
 			break

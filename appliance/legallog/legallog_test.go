@@ -74,7 +74,7 @@ type countingProposer struct {
 	ops map[string]int
 }
 
-func (p *countingProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+func (p *countingProposer) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
 	p.mu.Lock()
 	p.ops[cmd.Op()]++
 	p.mu.Unlock()

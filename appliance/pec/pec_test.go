@@ -84,7 +84,7 @@ func (s *site) apply(cmd storage.Command) any {
 	s.t.Helper()
 	v, err := s.prop.Apply(context.Background(), cmd)
 	must(s.t, err)
-	return v
+	return v.Value
 }
 
 func (s *site) mailbox(addr string, quota int64) {

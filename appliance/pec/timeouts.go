@@ -28,11 +28,6 @@ const (
 	VirusStoreMonths = 30
 )
 
-// Proposer applies a command through raft.
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
 // TrackedStore lists the bustas that may need a notice (storage.Store).
 type TrackedStore interface {
 	TrackedDue(ctx context.Context, now time.Time, after12, after24 time.Duration) ([]storage.Tracked, error)
@@ -45,7 +40,7 @@ type TrackedStore interface {
 type Timer struct {
 	Gestore  *Gestore
 	Store    TrackedStore
-	Proposer Proposer
+	Proposer storage.Proposer
 	Period   time.Duration // default 1 minute
 
 	lastForget time.Time // owned by the goroutine running Run or Tick
@@ -88,9 +83,9 @@ func (t *Timer) Tick(ctx context.Context) error {
 		_, err := t.Proposer.Apply(ctx, &storage.ForgetTracking{Before: now.Add(-ForgetAfter).Unix()})
 		if err == nil {
 			// Infected messages are kept 30 months (DPR 68/2005 art. 12).
-			var n any
-			n, err = t.Proposer.Apply(ctx, &storage.PurgeVirusStore{Before: now.AddDate(0, -VirusStoreMonths, 0).Unix()})
-			if c, _ := n.(int64); c > 0 {
+			var c int64
+			c, err = storage.ApplyAs[int64](ctx, t.Proposer, &storage.PurgeVirusStore{Before: now.AddDate(0, -VirusStoreMonths, 0).Unix()})
+			if c > 0 {
 				g.logger().Info("pec: virus store purged", "removed", c, "months", VirusStoreMonths)
 			}
 		}

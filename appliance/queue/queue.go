@@ -37,13 +37,6 @@ import (
 	"sigillo/storage"
 )
 
-// Proposer applies a command through raft and returns its value once it is
-// applied. A refusal is a *storage.Error; any other error means the command
-// may not have been applied.
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
 // Resolver finds the mail exchangers of a domain; net.DefaultResolver in
 // production. If it also has LookupHost(ctx, host) ([]string, error) (as
 // *net.Resolver does) host names are resolved with it, otherwise when
@@ -95,7 +88,7 @@ func Backoff(attempts int) time.Duration {
 type Runner struct {
 	Hostname string // EHLO name and the DSN's reporting MTA
 	Store    *storage.Store
-	Proposer Proposer
+	Proposer storage.Proposer
 	Resolver Resolver
 	// Routes maps a domain to a static next hop "host:port", instead of
 	// its MX (config [routes]).

@@ -93,13 +93,6 @@ import (
 	"sigillo/storage"
 )
 
-// Proposer applies a command through raft and returns its value once it is
-// applied. A refusal is a *storage.Error; any other error means the command
-// may not have been applied.
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
 // Scanner is the virus scanner as the SMTP server uses it (*scan.Scanner).
 type Scanner interface {
 	Scan(ctx context.Context, msg io.Reader, size int64) (scan.Verdict, error)
@@ -154,7 +147,7 @@ const (
 type Server struct {
 	Hostname        string // greeting and Received: headers
 	Store           *storage.Store
-	Proposer        Proposer
+	Proposer        storage.Proposer
 	Auth            *accounts.Authenticator
 	TLSConfig       *tls.Config
 	MaxMessageBytes int64        // default 30 MiB → 552 5.3.4 when exceeded

@@ -428,7 +428,7 @@ func (s *session) Data(r io.Reader) error {
 	if len(remote) > 0 {
 		cmd.Outbound = &storage.Outbound{ID: id, Sender: s.from, Recipients: remote, NextAttempt: now.Unix()}
 	}
-	v, err := s.srv.Proposer.Apply(ctx, cmd)
+	res, err := storage.ApplyAs[*storage.DeliverResult](ctx, s.srv.Proposer, cmd)
 	if err != nil {
 		s.log.Error("message not stored", "id", id, "from", s.from, "err", err)
 		var refusal *storage.Error
@@ -440,7 +440,6 @@ func (s *session) Data(r io.Reader) error {
 		return errTempFailure
 	}
 
-	res, _ := v.(*storage.DeliverResult)
 	if len(over) > 0 {
 		// The DSN returns the header section only.
 		s.bounce(ctx, id, now, append(hdr.Bytes(), header...), overQuotaFailures(over))

@@ -34,11 +34,6 @@ type Source interface {
 	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
-// Proposer writes replicated state.
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
 // KVReader reads replicated state.
 type KVReader interface {
 	KV(ctx context.Context, key string) ([]byte, error)
@@ -55,7 +50,7 @@ const (
 type LocalCA struct {
 	hostname string
 	store    KVReader
-	proposer Proposer
+	proposer storage.Proposer
 	now      func() time.Time
 
 	mu   sync.RWMutex
@@ -66,7 +61,7 @@ type LocalCA struct {
 // NewLocalCA loads the CA and the leaf for hostname from the store, making
 // and storing them (through the proposer) if they are missing or the leaf
 // is due for renewal.
-func NewLocalCA(ctx context.Context, hostname string, store KVReader, proposer Proposer, now func() time.Time) (*LocalCA, error) {
+func NewLocalCA(ctx context.Context, hostname string, store KVReader, proposer storage.Proposer, now func() time.Time) (*LocalCA, error) {
 	if now == nil {
 		now = time.Now
 	}

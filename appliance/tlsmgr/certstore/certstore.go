@@ -32,11 +32,6 @@ import (
 	"sigillo/storage"
 )
 
-// Proposer writes replicated state.
-type Proposer interface {
-	Apply(ctx context.Context, cmd storage.Command) (any, error)
-}
-
 // Reader reads replicated state; *storage.Store is one. KV refuses a
 // missing key with storage.ErrNotFound.
 type Reader interface {
@@ -72,7 +67,7 @@ const KeySize = 32
 // of different nodes: they must agree to much better than LockTTL.
 type Storage struct {
 	Reader   Reader
-	Proposer Proposer
+	Proposer storage.Proposer
 	// Key is the AES-256 key of the values (KeySize bytes), the same on
 	// every node.
 	Key []byte

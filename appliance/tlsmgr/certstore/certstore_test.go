@@ -35,13 +35,13 @@ func newStore(t *testing.T) (*storage.Store, *apptest.Proposer) {
 
 // switchProposer is a node's way to the raft leader, which can go down.
 type switchProposer struct {
-	p    Proposer
+	p    storage.Proposer
 	down atomic.Bool
 }
 
-func (s *switchProposer) Apply(ctx context.Context, cmd storage.Command) (any, error) {
+func (s *switchProposer) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
 	if s.down.Load() {
-		return nil, errors.New("no quorum")
+		return storage.Applied{}, errors.New("no quorum")
 	}
 	return s.p.Apply(ctx, cmd)
 }
