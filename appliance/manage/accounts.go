@@ -243,13 +243,24 @@ func (m *Manager) SetPassword(ctx context.Context, a Actor, r SetPassword) (Name
 	return named(addr), nil
 }
 
-func isUser(a Actor, addr string) bool {
+// userAddress is the address of a User in its stored form; "" for other
+// actors.
+func userAddress(a Actor) string {
 	u, ok := a.(User)
 	if !ok {
-		return false
+		return ""
 	}
 	own, err := addressName(u.Address, false)
-	return err == nil && own == addr
+	if err != nil {
+		return ""
+	}
+	return own
+}
+
+// isUser says whether a is the user of addr (stored form).
+func isUser(a Actor, addr string) bool {
+	own := userAddress(a)
+	return own != "" && own == addr
 }
 
 // RemoveMailbox deletes a mailbox and its mail.
@@ -272,7 +283,8 @@ func (m *Manager) RemoveMailbox(ctx context.Context, a Actor, r RemoveMailbox) (
 
 // ListMailboxes lists the mailboxes of Domain, or of every domain when it
 // is empty, that the actor may see: a domain admin only their domain's, a
-// user only their own.
+// user only their own. Naming a domain the actor has no part in is
+// refused (forbidden), so that no one learns which domains are hosted.
 type ListMailboxes struct{ Domain string }
 
 // ListMailboxes answers a ListMailboxes request.
@@ -284,7 +296,9 @@ func (m *Manager) ListMailboxes(ctx context.Context, a Actor, r ListMailboxes) (
 			return nil, err
 		}
 		domain = d
-		if _, ok := a.(User); !ok && !mayManage(a, domain) {
+		// A user may name their own domain: their mailbox is all they see
+		// of it.
+		if !mayManage(a, domain) && !(userAddress(a) != "" && domainOf(userAddress(a)) == domain) {
 			return nil, forbidden("you may not list the mailboxes of %s", domain)
 		}
 		local, err := m.Store.IsLocalDomain(ctx, domain)

@@ -227,9 +227,13 @@ func TestActors(t *testing.T) {
 	if got := addrs(ann, ""); got != "ann@a.test" {
 		t.Errorf("ann lists %q", got)
 	}
-	if got := addrs(ann, "b.test"); got != "" {
-		t.Errorf("ann lists %q in b.test", got)
+	if got := addrs(ann, "a.test"); got != "ann@a.test" {
+		t.Errorf("ann lists %q in a.test", got)
 	}
+	_, err = m.ListMailboxes(ctx, ann, manage.ListMailboxes{Domain: "b.test"})
+	refused(t, "ann listing b.test", err, manage.Forbidden, "b.test")
+	_, err = m.ListMailboxes(ctx, ann, manage.ListMailboxes{Domain: "nowhere.test"})
+	refused(t, "ann listing a domain not hosted", err, manage.Forbidden, "nowhere.test")
 
 	must(m.SetPassword(ctx, ann, manage.SetPassword{Address: "ann@a.test", Password: "ann's new password"}))(t)
 	_, err = m.SetPassword(ctx, ann, manage.SetPassword{Address: "al@a.test", Password: "ann's new password"})
