@@ -33,6 +33,7 @@ import (
 	"sigillo/appliance/imapd"
 	"sigillo/appliance/inflight"
 	"sigillo/appliance/leader"
+	"sigillo/appliance/manage"
 	"sigillo/appliance/memlimit"
 	"sigillo/appliance/nodeid"
 	"sigillo/appliance/pop3d"
@@ -272,8 +273,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		WriteTimeout:      timeouts.Data,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	ops := &manage.Manager{Store: store, Proposer: node, Now: opts.Now, NoGestore: gestore == nil,
+		Scanner: scanner, ACME: acme, CA: ca, Hostname: cfg.Hostname, Version: Version, IsLeader: node.IsLeader}
 	ctl := &control.Server{
-		Handler: (&controlHandler{store: store, proposer: node, ca: ca, now: opts.Now, scanner: scanner, acme: acme, hostname: cfg.Hostname, noGestore: gestore == nil}).handle,
+		Handler: control.Operations(ops),
 		Logger:  log.With("component", "control"),
 	}
 

@@ -2,7 +2,8 @@
 // `sigillo` command line and the running server: one JSON request and one
 // JSON response per connection over a unix socket in the data directory,
 // mode 0600, so only the server's own user (root) can use it. It carries
-// requests; what they do is the server's business, not this package's.
+// requests to the operations of appliance/manage, as the operator, and
+// their refusals' codes back; the rules are manage's, not this package's.
 package control
 
 import (
@@ -21,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"sigillo/appliance/manage"
 )
 
 // Request is one command-line call.
@@ -29,10 +32,11 @@ type Request struct {
 	Args map[string]string `json:"args,omitempty"`
 }
 
-// Response answers a Request: Error is one line for the user, or Data the
-// result.
+// Response answers a Request: Error is one line for the user and Code
+// its class (manage.Code), or Data the result.
 type Response struct {
 	Error string          `json:"error,omitempty"`
+	Code  manage.Code     `json:"code,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 }
 
@@ -99,18 +103,18 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	var req Request
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req); err != nil {
-		resp.Error = "bad request: " + err.Error()
+		resp.Error, resp.Code = "bad request: "+err.Error(), manage.Invalid
 	} else {
 		v, err := s.Handler(ctx, req)
 		if err != nil {
-			resp.Error = err.Error()
+			resp.Error, resp.Code = err.Error(), manage.CodeOf(err)
 			if s.Logger != nil {
 				s.Logger.Info("control request failed", "op", req.Op, "err", err)
 			}
 		} else if v != nil {
 			b, err := json.Marshal(v)
 			if err != nil {
-				resp.Error = "encode response: " + err.Error()
+				resp.Error, resp.Code = "encode response: "+err.Error(), manage.Unavailable
 			}
 			resp.Data = b
 		}
@@ -165,7 +169,13 @@ func Call(ctx context.Context, socket string, req Request, out any) error {
 		return fmt.Errorf("read response: %w", err)
 	}
 	if resp.Error != "" {
-		return errors.New(resp.Error)
+		// A refusal: the same message, with its code for programs
+		// (manage.CodeOf).
+		code := resp.Code
+		if code == "" {
+			code = manage.Unavailable
+		}
+		return &manage.Error{Code: code, Message: resp.Error}
 	}
 	if out != nil && len(resp.Data) > 0 {
 		if err := json.Unmarshal(resp.Data, out); err != nil {
