@@ -67,7 +67,7 @@ func TestAStoreFromBeforeTheSearchIndexIsIndexedAfterAnUpgrade(t *testing.T) {
 	}
 	downgrade := `import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
-for q in ["DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"]:
+for q in ["DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"]:
     c.execute(q)
 c.commit()
 print(c.execute("SELECT count(*) FROM messages").fetchone()[0], "messages left without an index")
