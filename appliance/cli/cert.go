@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -20,24 +19,9 @@ var certCommand = command{
 }
 
 func runCert(e *env, words []string) error {
-	if sub, _ := first(words); sub != "status" {
-		return e.usageError()
-	}
-	fs := e.flags("cert status", true)
-	asJSON := jsonFlag(fs)
-	if _, err := e.parse(fs, words[1:], 0, 0); err != nil {
-		return err
-	}
-	cfg, err := e.config(fs, false)
-	if err != nil {
-		return err
-	}
 	var st appliance.CertStatus
-	if err := call(cfg, "cert.status", nil, &st); err != nil {
+	if done, err := e.report(words, "cert", "status", "cert.status", &st); done || err != nil {
 		return err
-	}
-	if *asJSON {
-		return json.NewEncoder(e.stdout).Encode(st)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSOURCE\tISSUER\tEXPIRES")

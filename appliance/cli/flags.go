@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -91,4 +92,30 @@ func configAfter(words []string) []string {
 		return append(append([]string{words[1]}, words[2:]...), a)
 	}
 	return words
+}
+
+// report is the shape of the commands that show what the server reports
+// (`queue list`, `scan status`, `cert status`): it checks the subcommand
+// and its flags, fills out with the control socket's answer to method, and
+// with --json prints it and says done.
+func (e *env) report(words []string, noun, sub, method string, out any) (done bool, err error) {
+	if s, _ := first(words); s != sub {
+		return false, e.usageError()
+	}
+	fs := e.flags(noun+" "+sub, true)
+	asJSON := jsonFlag(fs)
+	if _, err := e.parse(fs, words[1:], 0, 0); err != nil {
+		return false, err
+	}
+	cfg, err := e.config(fs, false)
+	if err != nil {
+		return false, err
+	}
+	if err := call(cfg, method, nil, out); err != nil {
+		return false, err
+	}
+	if *asJSON {
+		return true, json.NewEncoder(e.stdout).Encode(out)
+	}
+	return false, nil
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -18,24 +17,9 @@ var queueCommand = command{
 }
 
 func runQueue(e *env, words []string) error {
-	if sub, _ := first(words); sub != "list" {
-		return e.usageError()
-	}
-	fs := e.flags("queue list", true)
-	asJSON := jsonFlag(fs)
-	if _, err := e.parse(fs, words[1:], 0, 0); err != nil {
-		return err
-	}
-	cfg, err := e.config(fs, false)
-	if err != nil {
-		return err
-	}
 	var items []appliance.QueueInfo
-	if err := call(cfg, "queue.list", nil, &items); err != nil {
+	if done, err := e.report(words, "queue", "list", "queue.list", &items); done || err != nil {
 		return err
-	}
-	if *asJSON {
-		return json.NewEncoder(e.stdout).Encode(items)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSIZE\tSENDER\tRECIPIENTS\tATTEMPTS\tNEXT\tLAST ERROR")

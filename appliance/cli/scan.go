@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -19,24 +18,9 @@ var scanCommand = command{
 }
 
 func runScan(e *env, words []string) error {
-	if sub, _ := first(words); sub != "status" {
-		return e.usageError()
-	}
-	fs := e.flags("scan status", true)
-	asJSON := jsonFlag(fs)
-	if _, err := e.parse(fs, words[1:], 0, 0); err != nil {
-		return err
-	}
-	cfg, err := e.config(fs, false)
-	if err != nil {
-		return err
-	}
 	var info appliance.ScanInfo
-	if err := call(cfg, "scan.status", nil, &info); err != nil {
+	if done, err := e.report(words, "scan", "status", "scan.status", &info); done || err != nil {
 		return err
-	}
-	if *asJSON {
-		return json.NewEncoder(e.stdout).Encode(info)
 	}
 	if !info.Enabled {
 		fmt.Fprintf(e.stdout, "scanning off (no [scan] clamd); virus store: %s\n", plural(info.Infected, "message", "messages"))
