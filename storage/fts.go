@@ -29,9 +29,10 @@ import (
 //
 // The text is derived data: Deliver's apply only records new content in
 // blob_text_pending, and the store's indexer (RunTextIndexer, on every
-// node) extracts and indexes it after the commit, in batches: FTS5 flushes
-// and merges its segments at every transaction, which in the serialised
-// apply halved the rate of delivery. The extraction is a pure function of
+// node) extracts and indexes it after the commit, in batches, once
+// deliveries pause (or too many wait): FTS5 flushes and merges its segments
+// at every statement, which in the serialised apply cut the rate of
+// delivery by two thirds. The extraction is a pure function of
 // the content, so every node indexes the same. Until a content is indexed,
 // TextUncertain lists its messages and a search reads them itself, so a
 // search never misses a message delivered a moment ago. Releasing the last
@@ -217,7 +218,7 @@ func (s *Store) TextUncertain(ctx context.Context, folderID int64) (map[uint32]b
 // textBatch is how many contents RunTextIndexer indexes per transaction:
 // each batch holds the write lock (and so delays Apply) for about as long
 // as delivering that many messages would.
-const textBatch = 32
+const textBatch = 64
 
 // RunTextIndexer gives the index the text of every message's content
 // stored before the index existed (a store made by an older version, or
@@ -249,19 +250,46 @@ func (s *Store) RunTextIndexer(ctx context.Context, log *slog.Logger) {
 		case <-s.restored:
 		case <-retry:
 		case <-s.textWake:
-			// Let a burst of deliveries gather into one batch.
-			select {
-			case <-ctx.Done():
+			if !s.awaitQuiet(ctx) {
 				return
-			case <-time.After(textGather):
 			}
 		}
 	}
 }
 
-// textGather is how long the indexer lets new content gather after a
-// delivery before it indexes the batch.
-const textGather = 50 * time.Millisecond
+// Indexing costs as much CPU as delivering (FTS5 writes and merges its
+// segments), so it waits for the deliveries to pause: textQuiet without
+// one, as Dovecot indexes when a search asks rather than at delivery. So
+// that a search never has many messages to read itself, it does not wait
+// once textMaxPending contents are waiting.
+const (
+	textQuiet      = time.Second
+	textMaxPending = 2000
+)
+
+// awaitQuiet returns when deliveries have paused for textQuiet, or when
+// textMaxPending contents wait, or false when ctx ends.
+func (s *Store) awaitQuiet(ctx context.Context) bool {
+	quiet := time.NewTimer(textQuiet)
+	defer quiet.Stop()
+	check := time.NewTicker(textQuiet)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-quiet.C:
+			return true
+		case <-s.textWake:
+			quiet.Reset(textQuiet)
+		case <-check.C:
+			var n int
+			if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM blob_text_pending").Scan(&n); err != nil || n >= textMaxPending {
+				return ctx.Err() == nil
+			}
+		}
+	}
+}
 
 // wakeIndexer tells RunTextIndexer that content is waiting.
 func (s *Store) wakeIndexer() {

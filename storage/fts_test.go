@@ -404,3 +404,41 @@ func TestASnapshotCarriesTheIndex(t *testing.T) {
 	}
 	checkIndex(t, dst)
 }
+
+// TestTheIndexerIndexesOnceDeliveriesPause: the store's indexer leaves new
+// content alone while deliveries go on and indexes it once they pause.
+func TestTheIndexerIndexesOnceDeliveriesPause(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s, a := newStore(t)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.RunTextIndexer(ctx, slog.New(slog.DiscardHandler))
+	}()
+	defer func() { cancel(); <-done }()
+	pending := func() int {
+		var n int
+		if err := s.db.QueryRow("SELECT count(*) FROM blob_text_pending").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	a.must(&AddDomain{Name: "example.test", At: 1})
+	alice := a.must(&AddMailbox{Address: "alice@example.test", PasswordHash: "h", At: 1}).(int64)
+	start := time.Now()
+	for i := 0; time.Since(start) < 1500*time.Millisecond; i++ {
+		a.must(&Deliver{Targets: []Target{{MailboxID: alice}}, Data: []byte(fmt.Sprintf("Subject: %d\r\n\r\nbusy %d\r\n", i, i)), InternalDate: 5})
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := pending(); n < 10 {
+		t.Fatalf("%d contents waiting while deliveries went on, want them left for the pause", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pending() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d contents still waiting 5 s after the deliveries paused", pending())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("indexed %v after the last delivery", time.Since(start)-1500*time.Millisecond)
+}
