@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,21 +58,9 @@ func runDirectory(e *env, words []string) error {
 		}
 		return exportDirectory(cfg, e.stdout)
 	case "list":
-		fs := e.flags("directory list", true)
-		asJSON := jsonFlag(fs)
-		if _, err := e.parse(fs, words, 0, 0); err != nil {
-			return err
-		}
-		cfg, err := e.config(fs, false)
-		if err != nil {
-			return err
-		}
 		var ps []appliance.ProviderInfo
-		if err := call(cfg, "directory.list", nil, &ps); err != nil {
+		if done, err := e.fetch("directory list", words, 0, "directory.list", "", &ps); done || err != nil {
 			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(e.stdout).Encode(ps)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "PROVIDER\tMAIL RECEIPT\tDOMAINS\tCERTIFICATE SHA-1")

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -60,21 +59,9 @@ func runDomain(e *env, words []string) error {
 		fmt.Fprintf(e.stdout, "domain %s removed\n", withUnicode(d.Name, d.Unicode))
 		return nil
 	case "list":
-		fs := e.flags("domain list", true)
-		asJSON := jsonFlag(fs)
-		if _, err := e.parse(fs, words, 0, 0); err != nil {
-			return err
-		}
-		cfg, err := e.config(fs, false)
-		if err != nil {
-			return err
-		}
 		var ds []appliance.DomainInfo
-		if err := call(cfg, "domain.list", nil, &ds); err != nil {
+		if done, err := e.fetch("domain list", words, 0, "domain.list", "", &ds); done || err != nil {
 			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(e.stdout).Encode(ds)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "DOMAIN\tKIND\tMAILBOXES\tCREATED")

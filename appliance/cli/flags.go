@@ -95,23 +95,35 @@ func configAfter(words []string) []string {
 }
 
 // report is the shape of the commands that show what the server reports
-// (`queue list`, `scan status`, `cert status`): it checks the subcommand
-// and its flags, fills out with the control socket's answer to method, and
-// with --json prints it and says done.
+// (`queue list`, `scan status`, `cert status`): it checks the subcommand,
+// then does what fetch does.
 func (e *env) report(words []string, noun, sub, method string, out any) (done bool, err error) {
 	if s, _ := first(words); s != sub {
 		return false, e.usageError()
 	}
-	fs := e.flags(noun+" "+sub, true)
+	return e.fetch(noun+" "+sub, words[1:], 0, method, "", out)
+}
+
+// fetch parses name's flags (--json and --config) and at most one
+// argument when param names it (at most none otherwise), fills out with
+// the control socket's answer to method, and with --json prints it and
+// says done.
+func (e *env) fetch(name string, words []string, maxArgs int, method, param string, out any) (done bool, err error) {
+	fs := e.flags(name, true)
 	asJSON := jsonFlag(fs)
-	if _, err := e.parse(fs, words[1:], 0, 0); err != nil {
+	args, err := e.parse(fs, words, 0, maxArgs)
+	if err != nil {
 		return false, err
 	}
 	cfg, err := e.config(fs, false)
 	if err != nil {
 		return false, err
 	}
-	if err := call(cfg, method, nil, out); err != nil {
+	var a map[string]string
+	if param != "" && len(args) == 1 {
+		a = map[string]string{param: args[0]}
+	}
+	if err := call(cfg, method, a, out); err != nil {
 		return false, err
 	}
 	if *asJSON {

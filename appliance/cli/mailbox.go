@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -83,26 +82,9 @@ func runMailbox(e *env, words []string) error {
 		fmt.Fprintf(e.stdout, "mailbox %s removed\n", withUnicode(m.Name, m.Unicode))
 		return nil
 	case "list":
-		fs := e.flags("mailbox list", true)
-		asJSON := jsonFlag(fs)
-		args, err := e.parse(fs, words, 0, 1)
-		if err != nil {
-			return err
-		}
-		cfg, err := e.config(fs, false)
-		if err != nil {
-			return err
-		}
-		a := map[string]string{}
-		if len(args) == 1 {
-			a["domain"] = args[0]
-		}
 		var mbs []appliance.MailboxInfo
-		if err := call(cfg, "mailbox.list", a, &mbs); err != nil {
+		if done, err := e.fetch("mailbox list", words, 1, "mailbox.list", "domain", &mbs); done || err != nil {
 			return err
-		}
-		if *asJSON {
-			return json.NewEncoder(e.stdout).Encode(mbs)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ADDRESS\tUSED\tQUOTA")
