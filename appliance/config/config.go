@@ -63,7 +63,7 @@ type Config struct {
 	ACME *ACME `toml:"acme"`
 	// Raft says when the replicated log is snapshotted and truncated.
 	Raft Raft `toml:"raft"`
-	// Cluster names this node ([cluster] node_id).
+	// Cluster is this node's place in a cluster ([cluster]).
 	Cluster Cluster `toml:"cluster"`
 }
 
@@ -431,7 +431,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Cluster.validate(); err != nil {
-		return fmt.Errorf("cluster.node_id: %w", err)
+		return err
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":

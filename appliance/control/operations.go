@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"sigillo/appliance/manage"
 )
@@ -49,6 +50,19 @@ func operate(ctx context.Context, m *manage.Manager, a manage.Actor, req Request
 		return m.CertStatus(ctx, a)
 	case "ca.export":
 		return m.CARoot(ctx, a)
+	case "cluster.status":
+		return m.ClusterStatus(ctx, a)
+	case "cluster.token":
+		ttl, err := time.ParseDuration(arg("ttl"))
+		if arg("ttl") == "" {
+			ttl, err = 0, nil
+		}
+		if err != nil {
+			return nil, &manage.Error{Code: manage.Invalid, Message: fmt.Sprintf("--ttl %q is not a duration (24h, 90m)", arg("ttl"))}
+		}
+		return m.ClusterToken(ctx, a, ttl)
+	case "cluster.remove":
+		return nil, m.RemoveNode(ctx, a, arg("node"))
 	case "status":
 		return m.Status(ctx, a)
 	}

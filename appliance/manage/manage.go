@@ -36,6 +36,9 @@ type Manager struct {
 	Hostname string
 	Version  string
 	IsLeader func() bool
+
+	// Cluster answers the cluster operations (nil: none).
+	Cluster Cluster
 }
 
 func (m *Manager) now() time.Time {
