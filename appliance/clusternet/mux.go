@@ -25,6 +25,11 @@ const (
 // the port drops it.
 const HandshakeTimeout = 10 * time.Second
 
+// maxHandshakes bounds the connections in their handshake at once: past
+// it, a new connection is closed at once (a flood of strangers costs at
+// most this many goroutines, each for at most HandshakeTimeout).
+const maxHandshakes = 256
+
 // Mux is the cluster port: it accepts TCP connections, runs their TLS
 // handshake and hands each to raft (StreamLayer) or to the RPC server
 // (ServeRPC) by the protocol the client chose (ALPN). Close stops it and
@@ -39,6 +44,7 @@ type Mux struct {
 	cancel   context.CancelFunc
 	raftConn chan net.Conn
 	rpcConn  chan net.Conn
+	slots    chan struct{}  // one per handshake in flight
 	wg       sync.WaitGroup // the accept loop and every handshake
 
 	mu     sync.Mutex
@@ -78,6 +84,7 @@ func listen(addr string, id *Identity, log *slog.Logger, timeout time.Duration) 
 		cancel:   cancel,
 		raftConn: make(chan net.Conn),
 		rpcConn:  make(chan net.Conn),
+		slots:    make(chan struct{}, maxHandshakes),
 		conns:    make(map[net.Conn]struct{}),
 	}
 	m.wg.Add(1)
@@ -128,9 +135,17 @@ func (m *Mux) acceptLoop() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		select {
+		case m.slots <- struct{}{}:
+		default:
+			m.log.Warn("cluster port: too many connections in their handshake; closing a new one", "remote", c.RemoteAddr().String(), "max", maxHandshakes)
+			c.Close()
+			continue
+		}
 		tc := tls.Server(c, m.conf)
 		if !m.track(tc) {
 			tc.Close()
+			<-m.slots
 			return
 		}
 		m.wg.Add(1)
@@ -145,7 +160,9 @@ func (m *Mux) handshake(tc *tls.Conn) {
 	remote := tc.RemoteAddr().String()
 	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
 	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	err := tc.HandshakeContext(ctx)
+	<-m.slots
+	if err != nil {
 		m.log.Debug("cluster port: handshake failed", "remote", remote, "err", err)
 		m.drop(tc)
 		return
@@ -155,6 +172,11 @@ func (m *Mux) handshake(tc *tls.Conn) {
 	case RaftALPN:
 		if len(st.VerifiedChains) == 0 {
 			m.log.Info("cluster port: raft connection without a cluster certificate closed", "remote", remote)
+			m.drop(tc)
+			return
+		}
+		if _, err := NodeID(st.VerifiedChains[0][0]); err != nil {
+			m.log.Warn("cluster port: raft connection closed", "remote", remote, "err", err)
 			m.drop(tc)
 			return
 		}

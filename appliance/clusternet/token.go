@@ -95,14 +95,15 @@ func ParseToken(s string) (Token, error) {
 			return Token{}, errors.New("join token: the id has a character other than a-z, 0-9")
 		}
 	}
-	secret, err := tokenB64.DecodeString(parts[2])
+	// Go's base64 skips line ends inside the text: refuse them first.
+	secret, err := decodeTokenPart(parts[2])
 	if err != nil {
 		return Token{}, errors.New("join token: the secret is not base64url")
 	}
 	if len(secret) != tokenSecretBytes {
 		return Token{}, fmt.Errorf("join token: a secret of %d bytes, want %d", len(secret), tokenSecretBytes)
 	}
-	pin, err := tokenB64.DecodeString(parts[3])
+	pin, err := decodeTokenPart(parts[3])
 	if err != nil {
 		return Token{}, errors.New("join token: the CA pin is not base64url")
 	}
@@ -112,6 +113,16 @@ func ParseToken(s string) (Token, error) {
 	t := Token{ID: id, Secret: secret}
 	copy(t.CAPin[:], pin)
 	return t, nil
+}
+
+// decodeTokenPart decodes unpadded base64url, and nothing else.
+func decodeTokenPart(s string) ([]byte, error) {
+	for _, c := range s {
+		if (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return nil, errors.New("a character outside base64url")
+		}
+	}
+	return tokenB64.DecodeString(s)
 }
 
 // String is the token on one line, secret included: for the operator to

@@ -76,6 +76,7 @@ func TestParseTokenErrors(t *testing.T) {
 		{join(p[0], p[1], p[2][:20], p[3]), "a secret of 15 bytes, want 32"},
 		{join(p[0], p[1], p[2], p[3][:40]), "a CA pin of 30 bytes"},
 		{join(p[0], p[1], p[2], p[3]+"=="), "CA pin is not base64url"},
+		{join(p[0], p[1], p[2][:20]+"\n"+p[2][20:], p[3]), "secret is not base64url"},
 		{strings.Repeat("x", 300), "too long"},
 	} {
 		_, err := clusternet.ParseToken(c.in)
