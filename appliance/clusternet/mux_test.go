@@ -101,7 +101,7 @@ func get(t *testing.T, c *http.Client, url string) (int, string, error) {
 func TestRPCNodeToNode(t *testing.T) {
 	ca := mustCA(t, "c")
 	mux := http.NewServeMux()
-	mux.Handle("/whoami", RequireNodeWhoami())
+	mux.Handle("/whoami", requireNodeWhoami())
 	n1 := node(t, identity(t, ca, "n1"), mux)
 	c := clusternet.NewClient(identity(t, ca, "n2"))
 	defer c.CloseIdleConnections()
@@ -128,7 +128,8 @@ func TestRPCNodeToNode(t *testing.T) {
 	}
 }
 
-func RequireNodeWhoami() http.Handler { return clusternet.RequireNode(whoami()) }
+// requireNodeWhoami is whoami for cluster nodes only.
+func requireNodeWhoami() http.Handler { return clusternet.RequireNode(whoami()) }
 
 // TestJoinClientPinsTheCA: a node with a join token and no certificate
 // reaches the join handler (left without RequireNode) when the token's pin
@@ -138,7 +139,7 @@ func TestJoinClientPinsTheCA(t *testing.T) {
 	ca := mustCA(t, "c")
 	mux := http.NewServeMux()
 	mux.Handle("/join", whoami())
-	mux.Handle("/status", RequireNodeWhoami())
+	mux.Handle("/status", requireNodeWhoami())
 	n1 := node(t, identity(t, ca, "n1"), mux)
 	base := "https://" + n1.Addr().String()
 
@@ -186,7 +187,7 @@ func TestStrangerGetsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	go m.ServeRPC(RequireNodeWhoami())
+	go m.ServeRPC(requireNodeWhoami())
 	// Raft's side of the port takes whatever connection reaches it.
 	layer := m.StreamLayer("")
 	defer layer.Close()
