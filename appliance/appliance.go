@@ -44,6 +44,8 @@ import (
 	"sigillo/appliance/tlsmgr"
 	"sigillo/raftfsm"
 	"sigillo/storage"
+
+	"github.com/hashicorp/raft"
 )
 
 // Version is set at build time with -ldflags "-X sigillo/appliance.Version=...".
@@ -138,7 +140,23 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// goes on; only the end of ctx (SIGTERM) stops it. A single node is a
 	// one-node cluster: it bootstraps itself when it has no raft state
 	// (joining a cluster, with no bootstrap, comes with the cluster).
-	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: raftDir, NodeID: nodeID, Logger: log, Bootstrap: true,
+	// A clustered node (raft_addr) first gets its certificate (made by
+	// the first node, or through a join token) and opens the cluster port.
+	var port *clusterPort
+	var transport raft.Transport
+	bootstrap := true
+	if cfg.Cluster.Clustered() {
+		if port, err = openClusterPort(ctx, cfg, nodeID, raftDir, store, log); err != nil {
+			if ctx.Err() != nil {
+				log.Info("stopped while joining", "reason", err)
+				return nil
+			}
+			return err
+		}
+		defer port.close()
+		transport, bootstrap = port.transport, port.bootstrap
+	}
+	node, err := raftfsm.Open(ctx, raftfsm.Config{Dir: raftDir, NodeID: nodeID, Logger: log, Bootstrap: bootstrap, Transport: transport,
 		SnapshotBytes: cfg.Raft.SnapshotBytes, SnapshotInterval: cfg.Raft.SnapshotEvery()}, store)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -149,7 +167,24 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	defer node.Close()
 
-	ca, err := tlsmgr.NewLocalCA(ctx, cfg.Hostname, store, node, opts.Now)
+	// Every write goes through the leader: a follower forwards it and
+	// waits until it has applied it (read your own writes).
+	var proposer storage.Proposer = node
+	var clusterInfo manage.Cluster = loneNode{id: nodeID, health: node.Health}
+	if port != nil {
+		fwd, svc, stopPort, err := port.serve(ctx, node, store, node.Health)
+		if err != nil {
+			if ctx.Err() != nil {
+				log.Info("stopped while joining", "reason", err)
+				return nil
+			}
+			return err
+		}
+		defer stopPort()
+		proposer, clusterInfo = fwd, clusterOps{svc: svc}
+	}
+
+	ca, err := tlsmgr.NewLocalCA(ctx, cfg.Hostname, store, proposer, opts.Now)
 	if err != nil {
 		return err
 	}
@@ -159,7 +194,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	var certs tlsmgr.Source = ca
 	var acme *tlsmgr.ACME
 	if cfg.ACME != nil {
-		if acme, err = newACME(cfg, nodeID, store, node, ca, log); err != nil {
+		if acme, err = newACME(cfg, nodeID, store, proposer, ca, log); err != nil {
 			return err
 		}
 		defer acme.Close()
@@ -170,7 +205,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// New mail waits (4xx) while the disk is nearly full, before the raft
 	// log or the database would run out of room.
 	guard := &diskguard.Guard{Dir: cfg.DataDir, MinFree: cfg.MinFree()}
-	mailWriter := diskguard.Guarded{Next: node, Guard: guard}
+	mailWriter := diskguard.Guarded{Next: proposer, Guard: guard}
 	// Nor may messages being received fill it.
 	spoolDir.Check = guard.Check
 
@@ -181,7 +216,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	runner := &queue.Runner{
 		Hostname: cfg.Hostname,
 		Store:    store,
-		Proposer: node,
+		Proposer: proposer,
 		Resolver: opts.Resolver,
 		Routes:   cfg.Routes,
 		Now:      opts.Now,
@@ -249,7 +284,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.IMAP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
 	}
 	pop3Server := &pop3d.Server{
-		Backend:      pop3Backend{store: store, proposer: node, auth: auth},
+		Backend:      pop3Backend{store: store, proposer: proposer, auth: auth},
 		TLSConfig:    tlsConf(),
 		Limiter:      limiter,
 		Hostname:     cfg.Hostname,
@@ -273,7 +308,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		WriteTimeout:      timeouts.Data,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ops := &manage.Manager{Store: store, Proposer: node, Now: opts.Now, NoGestore: gestore == nil,
+	ops := &manage.Manager{Store: store, Proposer: proposer, Cluster: clusterInfo, Now: opts.Now, NoGestore: gestore == nil,
 		Scanner: scanner, ACME: acme, CA: ca, Hostname: cfg.Hostname, Version: Version, IsLeader: node.IsLeader}
 	ctl := &control.Server{
 		Handler: control.Operations(ops),

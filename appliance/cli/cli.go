@@ -48,6 +48,7 @@ func commands() []command {
 		logCommand,
 		scanCommand,
 		certCommand,
+		clusterCommand,
 		caCommand,
 		benchCommand,
 		versionCommand,

@@ -78,7 +78,7 @@ func Load(dataDir, raftDir, configured string) (string, error) {
 	}
 
 	id := configured
-	if hasRaftState(raftDir) {
+	if HasRaftState(raftDir) {
 		if id != "" && id != Legacy {
 			return "", fmt.Errorf("[cluster] node_id is %q but the data directory %s was made before node IDs and its raft log names this node %q: leave node_id out or set it to %q", id, dataDir, Legacy, Legacy)
 		}
@@ -95,8 +95,8 @@ func Load(dataDir, raftDir, configured string) (string, error) {
 	return id, nil
 }
 
-// hasRaftState tells whether raftDir holds a raft log or a snapshot.
-func hasRaftState(raftDir string) bool {
+// HasRaftState tells whether raftDir holds a raft log or a snapshot.
+func HasRaftState(raftDir string) bool {
 	if fi, err := os.Stat(filepath.Join(raftDir, "raft.db")); err == nil && fi.Size() > 0 {
 		return true
 	}
