@@ -113,13 +113,14 @@ func TestAStoreStopsAtACommandItDoesNotKnowAndLosesNothing(t *testing.T) {
 		{Index: 2, Data: futureEntry(CommandVersion, "from-the-future", `{"name":"future.test"}`)},
 		{Index: 3, Data: enc(&AddDomain{Name: "after.test"})},
 	}
-	for range 2 {
+	for i := range 2 {
 		res, err := s.Apply(ctx, batch)
 		var u *UnknownCommandError
 		if !errors.As(err, &u) || u.Index != 2 || u.Op != "from-the-future" {
 			t.Fatalf("apply: %v", err)
 		}
-		if res[0].Err != nil || res[0].Value == nil {
+		// The second time, the entry before is skipped: applied already.
+		if i == 0 && (res[0].Err != nil || res[0].Value == nil) {
 			t.Fatalf("the entry before was not applied: %+v", res[0])
 		}
 		if idx, _ := s.AppliedIndex(ctx); idx != 1 {

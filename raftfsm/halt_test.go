@@ -1,0 +1,112 @@
+package raftfsm
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"sigillo/storage"
+)
+
+// fromTheFuture is a log entry a newer Sigillo could write: an op this
+// binary does not know, in today's format.
+func fromTheFuture() []byte {
+	op, body := "from-the-future", `{"name":"future.test"}`
+	b := []byte{0xff}
+	b = binary.AppendUvarint(b, storage.CommandVersion)
+	b = binary.AppendUvarint(b, uint64(len(op)))
+	b = append(b, op...)
+	b = binary.AppendUvarint(b, uint64(len(body)))
+	return append(b, body...)
+}
+
+func domainNames(t *testing.T, s *storage.Store) string {
+	t.Helper()
+	ds, err := s.Domains(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range ds {
+		names = append(names, d.Name)
+	}
+	return strings.Join(names, ",")
+}
+
+// A newer leader's command reaches a node that does not know it (an
+// upgrade that went leader first, or a follower left behind). The node
+// neither skips it nor applies it: it stops applying there, says so in
+// Health, and refuses commands as unavailable, across restarts with the
+// same binary. Restarted with a binary that knows the command, it applies
+// it and everything after it, and serves again.
+func TestACommandFromANewerVersionHaltsTheNodeUntilItIsUpgraded(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	n, store := openNode(t, dir, Config{})
+	if _, err := n.Apply(ctx, &storage.AddDomain{Name: "before.test"}); err != nil {
+		t.Fatal(err)
+	}
+	// The raw append stands for a leader of a newer version.
+	n.raft.Apply(fromTheFuture(), 0)
+	var h Health
+	took := eventually(t, 5*time.Second, "halted", func() bool {
+		h = n.Health()
+		return strings.HasPrefix(h.Reason, "halted: ")
+	})
+	t.Logf("halted after %v: %+v", took.Round(time.Millisecond), h)
+	if h.Ready || !strings.Contains(h.Reason, `"from-the-future"`) || !strings.Contains(h.Reason, "upgrade this node") {
+		t.Fatalf("health %+v", h)
+	}
+	start := time.Now()
+	if _, err := n.Apply(ctx, &storage.AddDomain{Name: "after.test"}); !errors.Is(err, ErrUnavailable) || time.Since(start) > time.Second {
+		t.Fatalf("apply on a halted node: %v after %v", err, time.Since(start))
+	} else {
+		t.Logf("apply on a halted node: %v", err)
+	}
+	futureIndex := h.LastLogIndex
+	if applied, _ := store.AppliedIndex(ctx); applied >= futureIndex || domainNames(t, store) != "before.test" {
+		t.Fatalf("the store went on: applied %d (the new command is at %d), domains %s", applied, futureIndex, domainNames(t, store))
+	}
+	n.Close()
+	store.Close()
+
+	// The same binary again: Open replays up to the command and stops
+	// there, running but not ready.
+	n, store = openNode(t, dir, Config{})
+	if h := n.Health(); h.Ready || !strings.HasPrefix(h.Reason, "halted: ") {
+		t.Fatalf("restarted with the same binary: %+v", h)
+	}
+	if domainNames(t, store) != "before.test" {
+		t.Fatalf("domains %s", domainNames(t, store))
+	}
+	n.Close()
+	store.Close()
+
+	// The upgraded binary knows the command (here: it adds a domain).
+	known, err := storage.Encode(&storage.AddDomain{Name: "future.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgraded := func(b []byte) []byte {
+		if bytes.Equal(b, fromTheFuture()) {
+			return known
+		}
+		return b
+	}
+	n, store = openNode(t, dir, Config{translate: upgraded})
+	defer store.Close()
+	defer n.Close()
+	if h := n.Health(); !h.Ready {
+		t.Fatalf("upgraded: %+v", h)
+	}
+	if _, err := n.Apply(ctx, &storage.AddDomain{Name: "after.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := domainNames(t, store); got != "after.test,before.test,future.test" {
+		t.Fatalf("domains %s", got)
+	}
+}
