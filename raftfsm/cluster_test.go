@@ -77,6 +77,12 @@ type cluster struct {
 // voters, as a join would.
 func newCluster(t *testing.T, cfg Config) *cluster {
 	t.Helper()
+	return newClusterWith(t, cfg, nil)
+}
+
+// newClusterWith is newCluster with the test hooks of some members.
+func newClusterWith(t *testing.T, cfg Config, hooks map[string]Config) *cluster {
+	t.Helper()
 	c := &cluster{t: t}
 	for i := 1; i <= 3; i++ {
 		c.members = append(c.members, &member{id: fmt.Sprintf("n%d", i), dir: t.TempDir()})
@@ -84,6 +90,7 @@ func newCluster(t *testing.T, cfg Config) *cluster {
 	cfgs := make([]Config, 3)
 	for i, m := range c.members {
 		cfgs[i] = m.config(cfg)
+		cfgs[i].translate = hooks[m.id].translate
 	}
 	c.connectAll()
 	t.Cleanup(func() {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,59 @@ func TestACommandFromANewerVersionHaltsTheNodeUntilItIsUpgraded(t *testing.T) {
 	}
 	if got := domainNames(t, store); got != "after.test,before.test,future.test" {
 		t.Fatalf("domains %s", got)
+	}
+}
+
+// An upgrade that went wrong way round: the leader writes a command that
+// one follower's (older) binary does not know. That follower halts and is
+// not ready; the other two go on committing without it, well past what
+// its raft can queue; once it runs the newer binary it applies from where
+// it stopped, catches up and is ready again.
+func TestAFollowerThatMeetsANewerCommandWaitsForItsUpgradeWhileTheClusterGoesOn(t *testing.T) {
+	ctx := context.Background()
+	newer, err := storage.Encode(&storage.AddDomain{Name: "new.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n3 runs the old binary: to it, the new leader's command is unknown.
+	old := func(b []byte) []byte {
+		if bytes.Equal(b, newer) {
+			return fromTheFuture()
+		}
+		return b
+	}
+	c := newClusterWith(t, Config{NotReadyAfter: time.Second}, map[string]Config{"n3": {translate: old}})
+	eventually(t, 10*time.Second, "all three ready", func() bool { return c.allReady(c.members...) })
+	leader, n3 := c.members[0], c.members[2]
+	if _, err := leader.node.Apply(ctx, &storage.AddDomain{Name: "new.test"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "n3 halted", func() bool { return strings.HasPrefix(n3.node.Health().Reason, "halted: ") })
+	for i := range 300 {
+		if _, err := leader.node.Apply(ctx, &storage.AddDomain{Name: fmt.Sprintf("d%d.test", i)}); err != nil {
+			t.Fatalf("the cluster stopped with one halted follower at %d: %v", i, err)
+		}
+	}
+	if !c.allReady(c.members[:2]...) {
+		t.Fatal("the up-to-date nodes are not ready")
+	}
+	c.logHealth("n3 halted, 300 commands later")
+	if got := domainNames(t, n3.store); got != "" {
+		t.Fatalf("the halted follower applied %s", got)
+	}
+
+	// n3 is upgraded: restarted with a binary that knows the command.
+	n3.close()
+	cfg := n3.config(Config{NotReadyAfter: time.Second})
+	c.connectAll()
+	n3.open(t, cfg)
+	took := eventually(t, 10*time.Second, "the upgraded follower ready and caught up", func() bool {
+		h := n3.node.Health()
+		return h.Ready && h.Applied >= leader.node.Health().Applied
+	})
+	t.Logf("upgraded n3 caught up in %v", took.Round(time.Millisecond))
+	c.logHealth("n3 upgraded")
+	if got, want := domainNames(t, n3.store), domainNames(t, leader.store); got != want {
+		t.Fatalf("n3 holds %d bytes of names, the leader %d", len(got), len(want))
 	}
 }
