@@ -32,6 +32,9 @@ type fsm struct {
 	stuck   chan struct{}
 	// restoring: a snapshot from the leader is being installed.
 	restoring atomic.Bool
+	// onHalt is called once when the FSM stops at an unknown command
+	// (set by Open once raft runs).
+	onHalt atomic.Pointer[func()]
 	// translate, when set, is what the binary makes of an entry's data
 	// before the store decodes it: tests stand for a newer binary with it.
 	translate func([]byte) []byte
@@ -174,6 +177,9 @@ func (f *fsm) stopAt(u *storage.UnknownCommandError) {
 		f.logger.Error("stopped applying the raft log: a command this version does not know; "+
 			"upgrade this node to the version of the leader and restart it", "index", u.Index, "op", u.Op,
 			"format", u.Version, "known_format", storage.CommandVersion)
+		if fn := f.onHalt.Load(); fn != nil {
+			(*fn)()
+		}
 	}
 	<-f.ctx.Done()
 }

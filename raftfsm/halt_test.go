@@ -165,3 +165,47 @@ func TestAFollowerThatMeetsANewerCommandWaitsForItsUpgradeWhileTheClusterGoesOn(
 		t.Fatalf("n3 holds %d bytes of names, the leader %d", len(got), len(want))
 	}
 }
+
+// A leader that cannot apply a committed command (an older binary leading
+// newer followers) would hold up every write: it hands leadership over to
+// a follower that knows the command, and stays halted itself.
+func TestAHaltedLeaderHandsLeadershipOver(t *testing.T) {
+	ctx := context.Background()
+	newer, err := storage.Encode(&storage.AddDomain{Name: "new.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := func(b []byte) []byte {
+		if bytes.Equal(b, newer) {
+			return fromTheFuture()
+		}
+		return b
+	}
+	c := newClusterWith(t, Config{NotReadyAfter: time.Second}, map[string]Config{"n1": {translate: old}})
+	eventually(t, 10*time.Second, "all three ready", func() bool { return c.allReady(c.members...) })
+	n1 := c.members[0]
+	if !n1.node.IsLeader() {
+		t.Fatal("n1, which bootstrapped the cluster, does not lead it")
+	}
+	_, err = n1.node.Apply(ctx, &storage.AddDomain{Name: "new.test"})
+	t.Logf("the old leader's answer: %v", err)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the halted leader answered %v", err)
+	}
+	var next *member
+	took := eventually(t, 10*time.Second, "another leader", func() bool {
+		next = c.leader(c.members[1:]...)
+		return next != nil
+	})
+	t.Logf("%s leads %v after the halt", next.id, took.Round(time.Millisecond))
+	if _, err := next.node.Apply(ctx, &storage.AddDomain{Name: "next.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := domainNames(t, next.store); got != "new.test,next.test" {
+		t.Fatalf("the new leader holds %s", got)
+	}
+	if h := n1.node.Health(); h.Ready || !strings.HasPrefix(h.Reason, "halted: ") {
+		t.Fatalf("the old leader: %+v", h)
+	}
+	c.logHealth("handed over")
+}

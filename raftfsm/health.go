@@ -90,6 +90,19 @@ func (n *Node) Health() Health {
 	return h
 }
 
+// handOver asks raft to hand leadership to a follower, if this node
+// leads: it is halted (a command it does not know), and a leader that
+// cannot apply would hold up every write of the cluster, while a follower
+// of a newer version can go on. Raft picks the most up-to-date follower;
+// it does not wait here.
+func (n *Node) handOver() {
+	if n.raft.State() != raft.Leader {
+		return
+	}
+	n.logger.Warn("halted while leading: handing leadership over to a follower")
+	n.raft.LeadershipTransfer()
+}
+
 // healthState is what Health keeps between calls: since when there has
 // been no leader, kept by a goroutine that watches raft's leader changes
 // (owned by the Node, stopped by Close).

@@ -274,6 +274,8 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	prog.replaying()
 	n := &Node{raft: r, id: rc.LocalID, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
 	n.health = startHealth(r, cfg, openedAt)
+	handOver := n.handOver
+	f.onHalt.Store(&handOver)
 	sole, err := n.soleVoter()
 	if err == nil && sole {
 		err = n.waitReady(ctx)
