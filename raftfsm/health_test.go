@@ -66,3 +66,16 @@ func TestTheReadinessRule(t *testing.T) {
 		}
 	}
 }
+
+// Health is asked per transaction: what it costs.
+func BenchmarkHealth(b *testing.B) {
+	n, store := openNode(b, b.TempDir(), Config{})
+	defer store.Close()
+	defer n.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if !n.Health().Ready {
+			b.Fatal("not ready")
+		}
+	}
+}
