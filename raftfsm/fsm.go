@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,11 +25,32 @@ type fsm struct {
 	// being copied give up.
 	ctx  context.Context
 	halt context.CancelFunc
+
+	// unknown is the command this binary does not know that stopped the
+	// FSM (storage.CommandVersion); stuck is closed then.
+	unknown atomic.Pointer[storage.UnknownCommandError]
+	stuck   chan struct{}
+	// restoring: a snapshot from the leader is being installed.
+	restoring atomic.Bool
+	// onHalt is called once when the FSM stops at an unknown command
+	// (set by Open once raft runs).
+	onHalt atomic.Pointer[func()]
+	// translate, when set, is what the binary makes of an entry's data
+	// before the store decodes it: tests stand for a newer binary with it.
+	translate func([]byte) []byte
 }
 
 func newFSM(store *storage.Store, logger *slog.Logger, trailing int) *fsm {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &fsm{store: store, logger: logger, meter: newMeter(trailing), ctx: ctx, halt: cancel}
+	return &fsm{store: store, logger: logger, meter: newMeter(trailing), ctx: ctx, halt: cancel, stuck: make(chan struct{})}
+}
+
+// haltedErr is the command that stopped the FSM, or nil.
+func (f *fsm) haltedErr() error {
+	if u := f.unknown.Load(); u != nil {
+		return u
+	}
+	return nil
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -62,16 +84,22 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			out[i] = storage.Result{}
 			continue
 		}
-		entries = append(entries, storage.Entry{Index: l.Index, Data: l.Data})
+		data := l.Data
+		if f.translate != nil {
+			data = f.translate(data)
+		}
+		entries = append(entries, storage.Entry{Index: l.Index, Data: data})
 		at = append(at, i)
 		size += len(l.Data)
 		if size >= applyChunkBytes {
-			f.applyChunk(entries, at, out)
+			if !f.applyChunk(entries, at, out) {
+				return f.stopped(out)
+			}
 			entries, at, size = nil, nil, 0
 		}
 	}
-	if len(entries) > 0 {
-		f.applyChunk(entries, at, out)
+	if len(entries) > 0 && !f.applyChunk(entries, at, out) {
+		return f.stopped(out)
 	}
 	if len(logs) > 0 {
 		f.meter.applied(logs[len(logs)-1].Index)
@@ -79,20 +107,48 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// stopped answers the entries of a batch left unapplied by a stop.
+func (f *fsm) stopped(out []any) []any {
+	for i := range out {
+		if out[i] == nil {
+			out[i] = storage.Result{Err: fmt.Errorf("%w: node stopping", ErrUnavailable)}
+		}
+	}
+	return out
+}
+
 // applyChunk applies entries in one transaction and puts their results
-// at their places in out.
-func (f *fsm) applyChunk(entries []storage.Entry, at []int, out []any) {
+// at their places in out. It returns false when it stopped before the end
+// of the chunk: the node is stopping, or the chunk holds a command this
+// binary does not know. That command must be neither applied nor
+// skipped, since every node applies the same log: the FSM applies what
+// comes before it and then waits, applying nothing more, until the node
+// stops; a restart with a binary that knows the command goes on from
+// there (the database's applied index is before it).
+func (f *fsm) applyChunk(entries []storage.Entry, at []int, out []any) bool {
 	backoff := 50 * time.Millisecond
 	for {
 		err := f.ctx.Err()
 		if err == nil {
 			var results []storage.Result
-			if results, err = f.store.Apply(f.ctx, entries); err == nil {
+			results, err = f.store.Apply(f.ctx, entries)
+			var unknown *storage.UnknownCommandError
+			if errors.As(err, &unknown) {
+				for j, e := range entries {
+					if e.Index >= unknown.Index {
+						break
+					}
+					out[at[j]] = results[j]
+				}
+				f.stopAt(unknown)
+				return false
+			}
+			if err == nil {
 				for j, r := range results {
 					out[at[j]] = r
 				}
 				f.meter.applied(entries[len(entries)-1].Index)
-				return
+				return true
 			}
 			if f.ctx.Err() == nil {
 				f.logger.Error("applying committed commands failed; retrying", "first_index", entries[0].Index, "count", len(entries), "err", err)
@@ -103,13 +159,29 @@ func (f *fsm) applyChunk(entries []storage.Entry, at []int, out []any) {
 			for _, i := range at {
 				out[i] = storage.Result{Err: fmt.Errorf("%w: node stopping: %w", ErrUnavailable, err)}
 			}
-			return
+			return false
 		case <-time.After(backoff):
 		}
 		if backoff < 5*time.Second {
 			backoff *= 2
 		}
 	}
+}
+
+// stopAt stops the FSM at a command this binary does not know: it says so
+// once, then waits for the node to stop.
+func (f *fsm) stopAt(u *storage.UnknownCommandError) {
+	f.meter.applied(u.Index - 1)
+	if f.unknown.CompareAndSwap(nil, u) {
+		close(f.stuck)
+		f.logger.Error("stopped applying the raft log: a command this version does not know; "+
+			"upgrade this node to the version of the leader and restart it", "index", u.Index, "op", u.Op,
+			"format", u.Version, "known_format", storage.CommandVersion)
+		if fn := f.onHalt.Load(); fn != nil {
+			(*fn)()
+		}
+	}
+	<-f.ctx.Done()
 }
 
 // Snapshot implements raft.FSM. It runs on the FSM goroutine, between two
@@ -134,7 +206,15 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore implements raft.FSM: the state becomes the snapshot's.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return restoreFrom(context.Background(), f.store, rc)
+	f.restoring.Store(true)
+	defer f.restoring.Store(false)
+	if err := restoreFrom(context.Background(), f.store, rc); err != nil {
+		return err
+	}
+	if applied, err := f.store.AppliedIndex(f.ctx); err == nil {
+		f.meter.applied(applied)
+	}
+	return nil
 }
 
 func restoreFrom(ctx context.Context, store *storage.Store, r io.Reader) error {

@@ -81,9 +81,17 @@ type Config struct {
 	ProgressEvery time.Duration
 	// Now is the clock of the snapshot policy (default time.Now).
 	Now func() time.Time
+	// NotReadyAfter is how long a node may be without a leader, or
+	// without hearing from it, and still be ready (Health; default 3 s).
+	NotReadyAfter time.Duration
+	// MaxLag is how many committed entries a ready node's store may still
+	// have to apply (Health; default 1000).
+	MaxLag uint64
 
 	// checkEvery is how often the snapshot policy looks (1 s; tests).
 	checkEvery time.Duration
+	// translate stands for a newer binary in tests (fsm.translate).
+	translate func([]byte) []byte
 }
 
 func (cfg *Config) setDefaults() {
@@ -120,6 +128,12 @@ func (cfg *Config) setDefaults() {
 	if cfg.checkEvery <= 0 {
 		cfg.checkEvery = time.Second
 	}
+	if cfg.NotReadyAfter <= 0 {
+		cfg.NotReadyAfter = 3 * time.Second
+	}
+	if cfg.MaxLag == 0 {
+		cfg.MaxLag = 1000
+	}
 }
 
 // Node is one raft member with its FSM.
@@ -132,6 +146,7 @@ type Node struct {
 	logger    *slog.Logger
 	timeout   time.Duration
 	policy    *policy
+	health    *healthState
 	stopped   chan struct{} // closed by Close
 	closeOnce sync.Once
 }
@@ -148,6 +163,7 @@ type Node struct {
 // returns ErrNotLeader.
 func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) {
 	cfg.setDefaults()
+	openedAt := time.Now()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
@@ -208,6 +224,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		_, transport = raft.NewInmemTransport(raft.ServerAddress(cfg.NodeID))
 	}
 	f := newFSM(store, logger, int(cfg.TrailingLogs))
+	f.translate = cfg.translate
 
 	has, err := raft.HasExistingState(cache, logStore, snaps)
 	if err != nil {
@@ -238,6 +255,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		logStore.Close()
 		return nil, err
 	}
+	f.meter.applied(max(applied, snapIndex))
 	alone := cfg.Transport == nil
 	if alone {
 		logStore.SkipCommandData(applied)
@@ -255,6 +273,9 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	}
 	prog.replaying()
 	n := &Node{raft: r, id: rc.LocalID, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
+	n.health = startHealth(r, cfg, openedAt)
+	handOver := n.handOver
+	f.onHalt.Store(&handOver)
 	sole, err := n.soleVoter()
 	if err == nil && sole {
 		err = n.waitReady(ctx)
@@ -298,7 +319,9 @@ func (n *Node) soleVoter() (bool, error) {
 
 // waitReady waits for leadership and then for a barrier, so that every
 // entry committed before the restart is in the store. Only ctx limits the
-// wait: a long replay is reported, not cut short.
+// wait: a long replay is reported, not cut short. A replay that stops at
+// a command this binary does not know ends the wait too: the node runs,
+// halted and not ready (Health), until it is upgraded.
 func (n *Node) waitReady(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
@@ -319,6 +342,8 @@ func (n *Node) waitReady(ctx context.Context) error {
 			return fmt.Errorf("raft barrier: %w", err)
 		}
 		return nil
+	case <-n.fsm.stuck:
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("replaying the raft log: %w", ctx.Err())
 	}
@@ -338,7 +363,8 @@ func (n *Node) timeoutFor(ctx context.Context) time.Duration {
 // with the log index it was applied at (Node is a storage.Proposer). A
 // refusal by the command is a *storage.Error; a node that is not the
 // leader returns ErrNotLeader (nothing was appended); any other failure to
-// commit wraps ErrUnavailable.
+// commit wraps ErrUnavailable, as does every command on a node halted at
+// a command it does not know (Health).
 func (n *Node) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
 	data, err := storage.Encode(cmd)
 	if err != nil {
@@ -346,6 +372,9 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (storage.Applied,
 	}
 	if err := ctx.Err(); err != nil {
 		return storage.Applied{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if err := n.fsm.haltedErr(); err != nil {
+		return storage.Applied{}, fmt.Errorf("%w: %s: halted: %w", ErrUnavailable, cmd.Op(), err)
 	}
 	select {
 	case <-n.stopped:
@@ -364,6 +393,14 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (storage.Applied,
 		// raft may have queued the entry just as it shut down; its future
 		// then never resolves, so do not wait for it.
 		return storage.Applied{}, fmt.Errorf("%w: %s: node stopped", ErrUnavailable, cmd.Op())
+	case <-n.fsm.stuck:
+		select {
+		case err = <-done:
+		default:
+			// Proposed before the halt, committed or not: this node will
+			// not apply it, or not answer for it, before it is upgraded.
+			return storage.Applied{}, fmt.Errorf("%w: %s: halted: %w", ErrUnavailable, cmd.Op(), n.fsm.haltedErr())
+		}
 	case <-timer.C:
 		return storage.Applied{}, fmt.Errorf("%w: %s: not committed within %v", ErrUnavailable, cmd.Op(), wait)
 	case <-ctx.Done():
@@ -420,6 +457,7 @@ func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		close(n.stopped)
+		n.health.stop()
 		n.fsm.halt()
 		if n.policy != nil {
 			n.policy.halt()

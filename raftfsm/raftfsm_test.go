@@ -13,7 +13,7 @@ import (
 	"sigillo/storage"
 )
 
-func openNode(t *testing.T, dir string, cfg Config) (*Node, *storage.Store) {
+func openNode(t testing.TB, dir string, cfg Config) (*Node, *storage.Store) {
 	t.Helper()
 	store, err := storage.Open(filepath.Join(dir, "sigillo.db"))
 	if err != nil {

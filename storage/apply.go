@@ -42,10 +42,29 @@ type tailer interface {
 	payloadTail() Source
 }
 
+// CommandVersion is the format of the commands this binary writes, and the
+// newest it reads. Raise it when a command gains a field or a meaning, or a
+// new op comes, that an older binary would get wrong or not know: a node
+// refuses to apply an entry of a newer version, or of an op it does not
+// know, and stops there (UnknownCommandError) rather than skip it or apply
+// it wrongly. So an upgrade goes one node at a time, followers first; an
+// older node that meets a newer command waits, not applying, until it is
+// upgraded, and then applies from that entry on.
+const CommandVersion = 1
+
+// versionMark begins a versioned entry. An entry written before versions
+// existed (version 0) begins with uvarint(len op), and every op is shorter
+// than 127 bytes, so its first byte is below 0x7f: never this one.
+const versionMark = 0xff
+
 // Encode serialises a command for the raft log:
-// uvarint(len op) op uvarint(len json) json payload.
-// The result is one buffer of exactly its length: a message's content is
-// copied into it once, from memory or from its Source.
+//
+//	0xff uvarint(CommandVersion) uvarint(len op) op uvarint(len json) json payload
+//
+// (an unversioned entry, version 0, is the same without its first two
+// fields; Decode reads both). The result is one buffer of exactly its
+// length: a message's content is copied into it once, from memory or from
+// its Source.
 func Encode(c Command) ([]byte, error) {
 	body, err := json.Marshal(c)
 	if err != nil {
@@ -60,7 +79,7 @@ func Encode(c Command) ([]byte, error) {
 		tail = t.payloadTail()
 	}
 	op := c.Op()
-	n := uvarintLen(uint64(len(op))) + len(op) + uvarintLen(uint64(len(body))) + len(body)
+	n := 1 + uvarintLen(CommandVersion) + uvarintLen(uint64(len(op))) + len(op) + uvarintLen(uint64(len(body))) + len(body)
 	for _, p := range parts {
 		n += len(p)
 	}
@@ -73,6 +92,8 @@ func Encode(c Command) ([]byte, error) {
 		tailSize = int(size)
 	}
 	buf := make([]byte, 0, n+tailSize)
+	buf = append(buf, versionMark)
+	buf = binary.AppendUvarint(buf, CommandVersion)
 	buf = binary.AppendUvarint(buf, uint64(len(op)))
 	buf = append(buf, op...)
 	buf = binary.AppendUvarint(buf, uint64(len(body)))
@@ -103,23 +124,67 @@ func uvarintLen(x uint64) int {
 	return n
 }
 
-// Decode parses what Encode wrote.
+// ErrUnknownCommand is what UnknownCommandError matches with errors.Is.
+var ErrUnknownCommand = errors.New("a command this version of Sigillo does not know")
+
+// UnknownCommandError is an entry that a newer binary wrote: an op this
+// binary does not know, or a format newer than CommandVersion. It must be
+// neither skipped nor applied: the node stops applying there until it runs
+// a binary that knows it.
+type UnknownCommandError struct {
+	Index   uint64 // the entry's log index (0 from Decode)
+	Op      string // "" if the newer format hides it
+	Version uint64
+}
+
+func (e *UnknownCommandError) Error() string {
+	at := ""
+	if e.Index != 0 {
+		at = fmt.Sprintf(" at log index %d", e.Index)
+	}
+	if e.Version > CommandVersion {
+		return fmt.Sprintf("command %q%s is of format %d, newer than this version of Sigillo knows (%d): upgrade this node",
+			e.Op, at, e.Version, CommandVersion)
+	}
+	return fmt.Sprintf("command %q%s (format %d) is not known to this version of Sigillo: upgrade this node", e.Op, at, e.Version)
+}
+
+// Is makes errors.Is(err, ErrUnknownCommand) hold.
+func (e *UnknownCommandError) Is(target error) bool { return target == ErrUnknownCommand }
+
+// Decode parses what Encode wrote, in any format up to CommandVersion. An
+// entry of a newer format or of an op this binary does not know gives an
+// *UnknownCommandError; a damaged one, another error.
 func Decode(b []byte) (Command, error) {
+	var version uint64
+	if len(b) > 0 && b[0] == versionMark {
+		v, k := binary.Uvarint(b[1:])
+		if k <= 0 || v == 0 {
+			return nil, errors.New("decode command: bad format version")
+		}
+		version, b = v, b[1+k:]
+	}
 	n, k := binary.Uvarint(b)
 	if k <= 0 || uint64(len(b)-k) < n {
+		if version > CommandVersion {
+			return nil, &UnknownCommandError{Version: version}
+		}
 		return nil, errors.New("decode command: bad op length")
 	}
 	op := string(b[k : k+int(n)])
-	b = b[k+int(n):]
-	n, k = binary.Uvarint(b)
-	if k <= 0 || uint64(len(b)-k) < n {
-		return nil, errors.New("decode command: bad body length")
+	if version > CommandVersion {
+		return nil, &UnknownCommandError{Op: op, Version: version}
 	}
-	body, rest := b[k:k+int(n)], b[k+int(n):]
+	b = b[k+int(n):]
 	c := newCommand(op)
 	if c == nil {
-		return nil, fmt.Errorf("decode command: unknown op %q", op)
+		return nil, &UnknownCommandError{Op: op, Version: version}
 	}
+	n, k = binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return nil, fmt.Errorf("decode %s: bad body length", op)
+	}
+	body, rest := b[k:k+int(n)], b[k+int(n):]
 	if err := json.Unmarshal(body, c); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", op, err)
 	}
@@ -152,8 +217,15 @@ var ErrTransient = errors.New("storage temporarily unavailable")
 // Apply applies a batch of log entries in one SQLite transaction, each in
 // its own savepoint so that one command's refusal leaves the others intact.
 // Entries at or below the applied index (already in the database, replayed
-// after a restart) are skipped and give a nil Result. If Apply returns an
-// error it wraps ErrTransient and nothing was committed.
+// after a restart) are skipped and give a nil Result. A damaged entry is
+// refused (ErrInvalid) like a command that fails its checks.
+//
+// Apply returns an error in two cases. One wraps ErrTransient: nothing was
+// committed, and the same batch must be applied again. The other is an
+// *UnknownCommandError: the entries before that one were applied and
+// committed (their results are in place), and neither it nor any after it
+// was, nor the applied index moved past them; the caller must not go on
+// applying the log (see CommandVersion).
 func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -170,14 +242,19 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 	defer sqlTx.Rollback()
 	tx := &txn{ctx: ctx, tx: sqlTx}
 	last := applied
+	var unknown *UnknownCommandError
 	for i, e := range entries {
 		if e.Index != 0 && e.Index <= applied {
 			continue
 		}
+		cmd, err := Decode(e.Data)
+		if errors.As(err, &unknown) {
+			unknown.Index = e.Index
+			break
+		}
 		if e.Index > last {
 			last = e.Index
 		}
-		cmd, err := Decode(e.Data)
 		if err != nil {
 			results[i].Err = refuse(ErrInvalid, "%v", err)
 			continue
@@ -220,6 +297,9 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 	s.hub.publish(tx.changes)
 	if tx.textPending {
 		s.wakeIndexer()
+	}
+	if unknown != nil {
+		return results, unknown
 	}
 	return results, nil
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -181,7 +182,11 @@ func FuzzDecode(f *testing.F) {
 	for _, c := range []Command{&AddDomain{Name: "a.test"}, &Deliver{Data: []byte("x")}, &StoreFlags{UIDs: []uint32{1, 2}}} {
 		b, _ := Encode(c)
 		f.Add(b)
+		f.Add(b[2:]) // unversioned, as written before CommandVersion
 	}
+	f.Add(futureEntry(CommandVersion+1, "add-domain", `{"name":"b.test"}`))
+	f.Add(futureEntry(CommandVersion, "from-the-future", `{}`))
+	f.Add([]byte{versionMark, 0x80})
 	s, err := Open(filepath.Join(f.TempDir(), "fuzz.db"))
 	if err != nil {
 		f.Fatal(err)
@@ -204,7 +209,15 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		index++
-		if _, err := s.Apply(ctx, []Entry{{Index: index, Data: b}}); err != nil {
+		_, err = s.Apply(ctx, []Entry{{Index: index, Data: b}})
+		if errors.Is(err, ErrUnknownCommand) {
+			// Not applied, not skipped: the store is where it was.
+			if applied, _ := s.AppliedIndex(ctx); applied >= index {
+				t.Fatalf("an unknown command moved the applied index to %d", applied)
+			}
+			return
+		}
+		if err != nil {
 			t.Fatalf("a bad entry broke the store: %v", err)
 		}
 	})
