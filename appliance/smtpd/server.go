@@ -38,6 +38,11 @@
 // time gets 421 4.4.2 and is disconnected. A misbehaving client only ever
 // affects its own connection.
 //
+// While the node is not ready (Server.Ready: no raft leader, say), new
+// transactions are refused: a new connection is greeted with 421 4.3.0
+// and closed, a MAIL FROM gets 421 4.3.0 and the session ends; a
+// transaction already past MAIL goes on.
+//
 // A message is written to a spool file (package spool) as it arrives, and
 // read into memory once, at the end of data, into its raft log entry, while
 // the in-flight budget (Server.Budget, package inflight) holds its size: a
