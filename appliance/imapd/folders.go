@@ -208,6 +208,10 @@ func (s *session) status(f storage.Folder, options *imap.StatusOptions) (*imap.S
 // Append implements imapserver.Session: the message is stored exactly as
 // sent, through a Deliver command that enforces the quota.
 func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	// Refused before the message is spooled (imapserver discards it).
+	if err := s.writable("append"); err != nil {
+		return nil, err
+	}
 	f, err := s.srv.Store.FolderByName(s.ctx, s.mailboxID(), canonicalName(mailbox))
 	if storage.IsCode(err, storage.ErrNotFound) {
 		return nil, no(imap.ResponseCodeTryCreate, "No such mailbox")

@@ -6,6 +6,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"sigillo/appliance/readiness"
 	"sigillo/storage"
 )
 
@@ -79,6 +80,12 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		for _, bs := range options.BinarySection {
 			markSeen = markSeen || !bs.Peek
 		}
+	}
+	if markSeen {
+		// A node that may not write still serves the message: \Seen
+		// stays unset (as on an EXAMINEd folder) rather than the FETCH
+		// failing.
+		markSeen, _ = readiness.Check(s.srv.Ready)
 	}
 	seenNow := map[uint32]bool{}
 	if markSeen {

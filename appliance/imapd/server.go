@@ -8,6 +8,8 @@
 // storage.Command handed to the Proposer, and the client gets OK only once
 // the command has been applied; a refusal by the command becomes a permanent
 // NO with a response code, any other failure a temporary NO [UNAVAILABLE].
+// While the node is not ready (Server.Ready) changes are refused with NO
+// [UNAVAILABLE] before they are proposed; reads go on.
 //
 // Each selected session keeps its own view of its folder (the UIDs behind its
 // sequence numbers and the modseq of the flags it was last told about) and
@@ -79,6 +81,12 @@ type Server struct {
 	// SearchTimeout stops a SEARCH that runs longer, with NO [LIMIT]
 	// (0: 15 s).
 	SearchTimeout time.Duration
+	// Ready, if set, says whether the node may take writes (package
+	// readiness; nil: always). While it may not, logins and reads go on,
+	// and every change (APPEND, STORE, COPY, MOVE, EXPUNGE, CREATE, ...)
+	// answers NO [UNAVAILABLE] with the reason, without being proposed; a
+	// FETCH of a body leaves \Seen unset rather than fail.
+	Ready func() (ok bool, reason string)
 
 	mu        sync.Mutex
 	imap      *imapserver.Server

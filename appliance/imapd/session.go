@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"sigillo/appliance/accounts"
+	"sigillo/appliance/readiness"
 	"sigillo/storage"
 )
 
@@ -142,8 +143,11 @@ func (s *session) mailboxID() int64 {
 
 // apply proposes cmd and waits for it to be applied. Errors are ready for the
 // client: a refusal is a permanent NO with its response code, anything else
-// NO [UNAVAILABLE].
+// NO [UNAVAILABLE]; while the node is not ready, NO [UNAVAILABLE] at once.
 func (s *session) apply(cmd storage.Command) (any, error) {
+	if err := s.writable(cmd.Op()); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, applyTimeout)
 	defer cancel()
 	v, err := s.srv.Proposer.Apply(ctx, cmd)
@@ -156,6 +160,10 @@ func (s *session) apply(cmd storage.Command) (any, error) {
 // applyAs is apply for a command whose value the caller reads: the value
 // comes as T, the command's result type.
 func applyAs[T any](s *session, cmd storage.Command) (T, error) {
+	if err := s.writable(cmd.Op()); err != nil {
+		var zero T
+		return zero, err
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, applyTimeout)
 	defer cancel()
 	v, err := storage.ApplyAs[T](ctx, s.srv.Proposer, cmd)
@@ -163,6 +171,17 @@ func applyAs[T any](s *session, cmd storage.Command) (T, error) {
 		return v, s.fail(cmd.Op(), err)
 	}
 	return v, nil
+}
+
+// writable is the one gate of every change a session proposes: while the
+// node is not ready (Server.Ready) it answers NO [UNAVAILABLE] with the
+// reason, and nothing is proposed.
+func (s *session) writable(op string) error {
+	if ok, reason := readiness.Check(s.srv.Ready); !ok {
+		s.log.Info("imap change refused: node not ready", "op", op, "reason", reason)
+		return unavailable(reason)
+	}
+	return nil
 }
 
 // fail turns an error from the store or the proposer into the client's

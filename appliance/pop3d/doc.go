@@ -6,7 +6,9 @@
 // Maildrop interfaces defined here; it knows nothing about how mail is
 // stored or how passwords are checked. Deletions requested with DELE are
 // applied only when the client ends the session with QUIT (the UPDATE
-// state); a dropped or timed-out connection deletes nothing.
+// state); a dropped or timed-out connection deletes nothing. While the node
+// is not ready (Server.Ready), DELE and such a QUIT answer -ERR [SYS/TEMP]
+// and delete nothing; reading goes on.
 //
 // Authentication is refused on a cleartext connection: on the plain port a
 // client must issue STLS first, and CAPA advertises USER and SASL only once

@@ -112,8 +112,17 @@ type poplibResult struct {
 
 func runPoplib(t *testing.T, py, mode, addr, cafile string) poplibResult {
 	t.Helper()
-	script := filepath.Join(t.TempDir(), "client.py")
-	if err := os.WriteFile(script, []byte(poplibScript), 0o600); err != nil {
+	var res poplibResult
+	runPython(t, py, poplibScript, &res, mode, addr, cafile)
+	return res
+}
+
+// runPython runs a poplib script with the arguments mode, host, port and
+// cafile (addr split in two), and decodes the JSON it prints into out.
+func runPython(t *testing.T, py, script string, out any, mode, addr, cafile string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "client.py")
+	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	host, port, err := net.SplitHostPort(addr)
@@ -122,17 +131,16 @@ func runPoplib(t *testing.T, py, mode, addr, cafile string) poplibResult {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, script, mode, host, port, cafile)
+	cmd := exec.CommandContext(ctx, py, path, mode, host, port, cafile)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("poplib client failed: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
-	var res poplibResult
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
 		t.Fatalf("poplib client output %q: %v", stdout.String(), err)
 	}
-	return res
+	t.Logf("poplib: %s", bytes.TrimSpace(stdout.Bytes()))
 }
 
 func TestPoplib(t *testing.T) {

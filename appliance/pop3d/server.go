@@ -44,6 +44,11 @@ type Server struct {
 	// LoginTimeout is the same before login, and bounds the TLS
 	// handshake; zero means DefaultLoginTimeout.
 	LoginTimeout time.Duration
+	// Ready, if set, says whether the node may take writes (package
+	// readiness; nil: always). While it may not, DELE and a QUIT with
+	// messages to delete answer -ERR [SYS/TEMP] with the reason and
+	// nothing is deleted; logins, LIST, RETR and the rest go on.
+	Ready func() (ok bool, reason string)
 
 	initOnce sync.Once
 	limiter  *authlimit.Limiter

@@ -16,6 +16,7 @@ import (
 
 	"sigillo/appliance/authlimit"
 	"sigillo/appliance/connlimit"
+	"sigillo/appliance/readiness"
 )
 
 const (
@@ -388,6 +389,7 @@ func (s *session) cmdQUIT(cmd command) error {
 		return errQuit
 	}
 	s.state = stateUpdate
+	ready, reason := readiness.Check(s.srv.Ready)
 	var uids, read []string
 	left := 0
 	for _, m := range s.msgs {
@@ -400,8 +402,14 @@ func (s *session) cmdQUIT(cmd command) error {
 			}
 		}
 	}
-	// Messages downloaded and kept are read, in IMAP too (as Dovecot does).
-	if ms, ok := s.md.(SeenMarker); ok && len(read) > 0 {
+	if !ready && len(uids) > 0 {
+		s.log.Info("QUIT: nothing deleted, node not ready", "count", len(uids), "reason", reason)
+		s.tempFail("%s", reason)
+		return errQuit
+	}
+	// Messages downloaded and kept are read, in IMAP too (as Dovecot
+	// does); not by a node that may not write (they stay unread).
+	if ms, ok := s.md.(SeenMarker); ok && len(read) > 0 && ready {
 		if err := ms.MarkSeen(s.ctx, read); err != nil {
 			s.log.Warn("marking retrieved messages seen", "count", len(read), "err", err)
 		}
@@ -726,6 +734,10 @@ func (s *session) cmdDELE(cmd command) error {
 	n, m, msg := s.msgArg(cmd.args[0])
 	if m == nil {
 		return s.fail("%s", msg)
+	}
+	if ok, reason := readiness.Check(s.srv.Ready); !ok {
+		s.log.Info("DELE refused: node not ready", "msg", n, "reason", reason)
+		return s.tempFail("%s", reason)
 	}
 	m.deleted = true
 	return s.ok("message %d deleted", n)

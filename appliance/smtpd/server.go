@@ -38,6 +38,11 @@
 // time gets 421 4.4.2 and is disconnected. A misbehaving client only ever
 // affects its own connection.
 //
+// While the node is not ready (Server.Ready: no raft leader, say), new
+// transactions are refused: a new connection is greeted with 421 4.3.0
+// and closed, a MAIL FROM gets 421 4.3.0 and the session ends; a
+// transaction already past MAIL goes on.
+//
 // A message is written to a spool file (package spool) as it arrives, and
 // read into memory once, at the end of data, into its raft log entry, while
 // the in-flight budget (Server.Budget, package inflight) holds its size: a
@@ -88,6 +93,7 @@ import (
 	"sigillo/appliance/deadline"
 	"sigillo/appliance/inflight"
 	"sigillo/appliance/pec"
+	"sigillo/appliance/readiness"
 	"sigillo/appliance/scan"
 	"sigillo/appliance/spool"
 	"sigillo/storage"
@@ -187,6 +193,11 @@ type Server struct {
 	// Postmaster is the mailbox that gets mail for "postmaster" and for
 	// postmaster@<hosted domain> without a mailbox of its own.
 	Postmaster string
+	// Ready, if set, says whether the node may take new transactions
+	// (package readiness; nil: always). While it may not, a new connection
+	// is greeted with 421 4.3.0 and closed, and a MAIL FROM gets 421 4.3.0
+	// and the session ends; a transaction past MAIL goes on.
+	Ready func() (ok bool, reason string)
 
 	mu        sync.Mutex
 	closing   bool
@@ -416,14 +427,23 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	l.srv.mu.Lock()
 	l.srv.conns[t] = struct{}{}
 	l.srv.mu.Unlock()
+	var out net.Conn = t
 	if (wasTLS || l.mode == Submissions) && l.srv.TLSConfig != nil {
-		return tls.Server(t, l.srv.TLSConfig), nil
+		out = tls.Server(t, l.srv.TLSConfig)
 	}
-	return t, nil
+	if ok, reason := readiness.Check(l.srv.Ready); !ok {
+		l.srv.logger().Info("connection refused: node not ready", "mode", l.mode.String(),
+			"remote", raw.RemoteAddr().String(), "reason", reason)
+		return &refusingConn{Conn: out, track: t, reply: notReadyReply(l.srv.hostname(), reason)}, nil
+	}
+	return out, nil
 }
 
 // tracked finds the trackedConn under a go-smtp connection.
 func tracked(c net.Conn) *trackedConn {
+	if r, ok := c.(*refusingConn); ok {
+		c = r.Conn
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}

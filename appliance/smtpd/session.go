@@ -18,6 +18,7 @@ import (
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/inflight"
 	"sigillo/appliance/queue"
+	"sigillo/appliance/readiness"
 	"sigillo/appliance/scan"
 	"sigillo/appliance/spool"
 	"sigillo/storage"
@@ -213,6 +214,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
 	if s.rejectedLimitReached() {
 		return s.hangUp()
+	}
+	if ok, reason := readiness.Check(s.srv.Ready); !ok {
+		return s.notReady(reason)
 	}
 	if err := s.checkSender(from); err != nil {
 		return err
