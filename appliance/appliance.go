@@ -209,6 +209,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// Nor may messages being received fill it.
 	spoolDir.Check = guard.Check
 
+	// Self-exclusion: a node without a leader for a few seconds, or
+	// behind, or halted at a command it does not know, takes no new
+	// mail or changes (the front ends' Ready) and says so on /readyz.
+	ready := func() (bool, string) {
+		h := node.Health()
+		return h.Ready, h.Reason
+	}
+
 	limiter := authlimit.Default()
 	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
 	timeouts := cfg.Timeouts.Values()
@@ -261,6 +269,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		RelayNetworks:         cfg.RelayPrefixes(),
 		MaxRejectedRecipients: cfg.MaxRejectedRecipients,
 		Postmaster:            cfg.Postmaster,
+		Ready:                 ready,
 	}
 	if gestore != nil {
 		smtpServer.PEC = gestore
@@ -282,6 +291,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Budget:          budget,
 		Now:             opts.Now,
 		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.IMAP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
+		Ready:           ready,
 	}
 	pop3Server := &pop3d.Server{
 		Backend:      pop3Backend{store: store, proposer: proposer, auth: auth},
@@ -291,16 +301,29 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Logger:       log.With("component", "pop3"),
 		LoginTimeout: timeouts.Login,
 		IdleTimeout:  timeouts.POP3,
+		Ready:        ready,
 	}
 	httpsConf := tlsConf()
 	if acme != nil && cfg.ACME.Challenge == "tls-alpn-01" {
 		// The CA's tls-alpn-01 validation comes to port 443.
 		httpsConf.NextProtos = append(httpsConf.NextProtos, "acme-tls/1")
 	}
+	// /readyz: ready to serve, and the scanner answers when it is required.
+	serving := func() (bool, string) {
+		if ok, reason := ready(); !ok {
+			return ok, reason
+		}
+		if scanHealth != nil && cfg.ScanRequired() {
+			if ok, _ := scanHealth(); !ok {
+				return false, "clamd is not answering (scanning is required)"
+			}
+		}
+		return true, ""
+	}
 	// net/http bounds the TLS handshake by the shortest of the Read*
 	// and Write timeouts: login's.
 	adminServer := &http.Server{
-		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version, Scan: scanHealth}),
+		Handler:           admin.New(admin.Status{Node: node, Store: store, Version: Version, Scan: scanHealth, Ready: serving}),
 		TLSConfig:         httpsConf,
 		ReadHeaderTimeout: timeouts.Login,
 		IdleTimeout:       timeouts.Login,

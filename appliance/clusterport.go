@@ -20,6 +20,7 @@ import (
 	"sigillo/appliance/cluster"
 	"sigillo/appliance/clusternet"
 	"sigillo/appliance/config"
+	"sigillo/appliance/datalock"
 	"sigillo/appliance/manage"
 	"sigillo/appliance/nodeid"
 	"sigillo/appliance/tlsmgr/certstore"
@@ -389,7 +390,37 @@ func (loneNode) Remove(context.Context, string) error                  { return 
 // cluster, for when a majority of the nodes is lost for good (raft's
 // RecoverCluster). It returns the node's ID.
 func RecoverCluster(cfg config.Config) (string, error) {
-	return recoverCluster(cfg)
+	if _, err := os.Stat(cfg.DataDir); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	// The server must be stopped: its lock says so.
+	lock, err := datalock.Acquire(cfg.DataDir)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Release()
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if !nodeid.HasRaftState(raftDir) {
+		return "", fmt.Errorf("no raft state in %s: nothing to recover", raftDir)
+	}
+	id, err := nodeid.Load(cfg.DataDir, raftDir, cfg.Cluster.NodeID)
+	if err != nil {
+		return "", err
+	}
+	store, err := storage.Open(DatabaseFile(cfg))
+	if err != nil {
+		return "", err
+	}
+	defer store.Close()
+	addr := cfg.Cluster.AdvertiseAddr()
+	if addr == "" {
+		addr = id // the in-memory transport's address of a lone node
+	}
+	servers := []raft.Server{{ID: raft.ServerID(id), Address: raft.ServerAddress(addr), Suffrage: raft.Voter}}
+	if err := raftfsm.Recover(raftfsm.Config{Dir: raftDir, NodeID: id}, store, servers); err != nil {
+		return "", err
+	}
+	return id, nil
 }
 
 // warnWriter logs raft transport lines at warn.
