@@ -49,6 +49,7 @@ func commands() []command {
 		scanCommand,
 		certCommand,
 		caCommand,
+		settingsCommand,
 		benchCommand,
 		versionCommand,
 		helpCommand,

@@ -49,6 +49,12 @@ func operate(ctx context.Context, m *manage.Manager, a manage.Actor, req Request
 		return m.CertStatus(ctx, a)
 	case "ca.export":
 		return m.CARoot(ctx, a)
+	case "settings.list":
+		return m.ListSettings(ctx, a)
+	case "settings.get":
+		return m.GetSetting(ctx, a, manage.GetSetting{Key: arg("key")})
+	case "settings.set":
+		return m.SetSetting(ctx, a, manage.SetSetting{Key: arg("key"), Value: arg("value")})
 	case "status":
 		return m.Status(ctx, a)
 	}

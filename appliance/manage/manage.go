@@ -14,6 +14,7 @@ package manage
 import (
 	"time"
 
+	"sigillo/appliance/config"
 	"sigillo/appliance/scan"
 	"sigillo/appliance/tlsmgr"
 	"sigillo/storage"
@@ -36,6 +37,11 @@ type Manager struct {
 	Hostname string
 	Version  string
 	IsLeader func() bool
+
+	// TOML is this node's configuration as its file gives it (before the
+	// cluster's settings), for the sources and disagreements of
+	// `sigillo settings list`.
+	TOML config.Config
 }
 
 func (m *Manager) now() time.Time {

@@ -316,3 +316,62 @@ func TestACMEKeysNeedTheACMETable(t *testing.T) {
 		t.Errorf("a node without [acme] got ACME %+v, disagreements %v", eff.ACME, ds)
 	}
 }
+
+// At start a node takes the cluster's values, warns where its TOML
+// disagrees, and refuses to start when a cluster-wide value clashes with
+// one of its own (http-01 needs its http listener).
+func TestForNodeStartsWithTheClustersValuesOrSaysWhyNot(t *testing.T) {
+	ctx := context.Background()
+	s, p := cluster(t)
+	if _, err := settings.Seed(ctx, s, p, node(t, n1TOML)); err != nil {
+		t.Fatal(err)
+	}
+	var logs apptest.LogBuffer
+	n2 := node(t, "hostname = \"mx2.example.it\"\nmax_message_bytes = 1000\n[acme]\n[listen]\nhttp = \"\"\n")
+	cfg, stored, err := settings.ForNode(ctx, s, n2, logs.Logger(slog.LevelInfo))
+	if err != nil || cfg.MaxMessageBytes != 52428800 || stored.Len() != len(settings.Keys()) {
+		t.Fatalf("ForNode: max %d, %d stored, %v", cfg.MaxMessageBytes, stored.Len(), err)
+	}
+	if !strings.Contains(logs.String(), "setting max_message_bytes: this node's TOML says 1000") {
+		t.Errorf("no warning at start:\n%s", logs.String())
+	}
+	if err := settings.Set(ctx, p, "acme.challenge", "http-01"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = settings.ForNode(ctx, s, n2, logs.Logger(slog.LevelInfo))
+	t.Logf("node without an http listener: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "acme.challenge http-01 needs listen.http") {
+		t.Errorf("ForNode with http-01 and no http listener: %v", err)
+	}
+}
+
+// README's table of settings names every cluster-wide key as cluster,
+// so the documented split cannot fall behind the table of keys.
+func TestREADMEDocumentsTheSplit(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	start := strings.Index(text, "\n## Cluster-wide and node-local settings\n")
+	if start < 0 {
+		t.Fatal("README.md has no section Cluster-wide and node-local settings")
+	}
+	text = text[start+1:]
+	text = text[:strings.Index(text, "\n## ")]
+	cluster := map[string]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || strings.TrimSpace(cells[2]) != "cluster" {
+			continue
+		}
+		for _, k := range strings.Split(cells[1], "`") {
+			cluster[k] = true
+		}
+	}
+	for _, k := range settings.Keys() {
+		if !cluster[k] && !(strings.HasPrefix(k, "timeouts.") && cluster["[timeouts]"]) {
+			t.Errorf("README's table does not show %s as cluster-wide", k)
+		}
+	}
+}

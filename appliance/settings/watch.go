@@ -2,6 +2,7 @@ package settings
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -77,3 +78,22 @@ func (l *Live) Values() Values { return l.state.Load().values }
 // Config is the effective configuration now. Its maps and slices are
 // shared: read them, do not change them.
 func (l *Live) Config() config.Config { return l.state.Load().cfg }
+
+// ForNode is this node's configuration at start: its TOML (cfg) with the
+// cluster's stored values in place, each disagreement logged as a
+// warning, and the result checked with the configuration's rules, so that
+// a cluster-wide value that clashes with a node-local one (acme.challenge
+// http-01 without listen.http) stops the start with the reason. It also
+// returns the stored values, for NewLive.
+func ForNode(ctx context.Context, kv KV, cfg config.Config, log *slog.Logger) (config.Config, Values, error) {
+	stored, err := Load(ctx, kv)
+	if err != nil {
+		return cfg, Values{}, err
+	}
+	eff, ds := Effective(cfg, stored)
+	Warn(log, ds)
+	if err := eff.Validate(); err != nil {
+		return cfg, stored, fmt.Errorf("this node's configuration with the cluster's settings: %w", err)
+	}
+	return eff, stored, nil
+}
