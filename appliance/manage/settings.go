@@ -14,7 +14,7 @@ import (
 // value, where it comes from, and whether this node's TOML disagrees; for
 // the operator.
 func (m *Manager) ListSettings(ctx context.Context, a Actor) ([]settings.Row, error) {
-	if err := operatorOnly(a, "the cluster-wide settings"); err != nil {
+	if err := operatorOnly(a, "a cluster-wide setting"); err != nil {
 		return nil, err
 	}
 	v, err := settings.Load(ctx, m.Store)
@@ -29,7 +29,7 @@ type GetSetting struct{ Key string }
 
 // GetSetting is one setting's row; for the operator.
 func (m *Manager) GetSetting(ctx context.Context, a Actor, r GetSetting) (settings.Row, error) {
-	if err := operatorOnly(a, "the cluster-wide settings"); err != nil {
+	if err := operatorOnly(a, "a cluster-wide setting"); err != nil {
 		return settings.Row{}, err
 	}
 	v, err := settings.Load(ctx, m.Store)
@@ -48,7 +48,7 @@ type SetSetting struct{ Key, Value string }
 // configuration's rules and committed for every node; the answer is the
 // setting's row read back after the commit.
 func (m *Manager) SetSetting(ctx context.Context, a Actor, r SetSetting) (settings.Row, error) {
-	if err := operatorOnly(a, "the cluster-wide settings"); err != nil {
+	if err := operatorOnly(a, "a cluster-wide setting"); err != nil {
 		return settings.Row{}, err
 	}
 	if err := settings.Set(ctx, m.Proposer, r.Key, r.Value); err != nil {
