@@ -50,6 +50,7 @@ func commands() []command {
 		certCommand,
 		clusterCommand,
 		caCommand,
+		settingsCommand,
 		benchCommand,
 		versionCommand,
 		helpCommand,

@@ -65,7 +65,17 @@ type Config struct {
 	Raft Raft `toml:"raft"`
 	// Cluster is this node's place in a cluster ([cluster]).
 	Cluster Cluster `toml:"cluster"`
+
+	// Given are the keys the file set, dotted as in the file
+	// ("max_message_bytes", "pec.provider_name", "routes", "acme"); nil
+	// for the embedded default. It tells a value the file gives from a
+	// default (appliance/settings: which keys of this node's file disagree
+	// with the cluster's).
+	Given map[string]bool `toml:"-"`
 }
+
+// Gives says whether the file set key (dotted: "pec.provider_name").
+func (c *Config) Gives(key string) bool { return c.Given[key] }
 
 // SMTPPolicy is the top-level keys of the SMTP server's policy.
 type SMTPPolicy struct {
@@ -338,6 +348,10 @@ func Load(path string) (Config, error) {
 		}
 		sort.Strings(keys)
 		return cfg, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	cfg.Given = map[string]bool{}
+	for _, k := range md.Keys() {
+		cfg.Given[strings.Join(k, ".")] = true
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)

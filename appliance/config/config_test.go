@@ -81,3 +81,32 @@ func TestTheREADMEExampleLoads(t *testing.T) {
 		t.Fatalf("README example read as %+v", cfg)
 	}
 }
+
+// The keys a file sets are told from the defaults: a file that gives a
+// default's value still gives it.
+func TestGivenAreTheFilesKeys(t *testing.T) {
+	cfg, err := Load(write(t, `
+hostname = "mail.example.test"
+max_message_bytes = 31457280
+[pec]
+provider_name = "Example PEC"
+[routes]
+"example.org" = "127.0.0.1:2526"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"hostname", "max_message_bytes", "pec", "pec.provider_name", "routes"} {
+		if !cfg.Gives(k) {
+			t.Errorf("%s: not given", k)
+		}
+	}
+	for _, k := range []string{"postmaster", "pec.max_total_bytes", "scan", "data_dir"} {
+		if cfg.Gives(k) {
+			t.Errorf("%s: given, and the file does not set it", k)
+		}
+	}
+	if def, _ := Load(""); def.Gives("hostname") {
+		t.Error("the embedded default gives keys")
+	}
+}

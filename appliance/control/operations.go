@@ -63,6 +63,12 @@ func operate(ctx context.Context, m *manage.Manager, a manage.Actor, req Request
 		return m.ClusterToken(ctx, a, ttl)
 	case "cluster.remove":
 		return nil, m.RemoveNode(ctx, a, arg("node"))
+	case "settings.list":
+		return m.ListSettings(ctx, a)
+	case "settings.get":
+		return m.GetSetting(ctx, a, manage.GetSetting{Key: arg("key")})
+	case "settings.set":
+		return m.SetSetting(ctx, a, manage.SetSetting{Key: arg("key"), Value: arg("value")})
 	case "status":
 		return m.Status(ctx, a)
 	}

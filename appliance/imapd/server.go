@@ -66,6 +66,10 @@ type Server struct {
 	Logger    *slog.Logger
 	// MaxMessageBytes limits APPEND (0: DefaultMaxMessageBytes).
 	MaxMessageBytes int64
+	// MaxMessageBytesNow, if set, is read at each APPEND instead of
+	// MaxMessageBytes: the cluster's max_message_bytes
+	// (appliance/settings), which changes while the server runs.
+	MaxMessageBytesNow func() int64
 	// Now is the clock (internal date of APPEND when none is given); nil
 	// means time.Now.
 	Now func() time.Time
@@ -145,6 +149,11 @@ func (s *Server) now() time.Time {
 }
 
 func (s *Server) maxMessageBytes() int64 {
+	if s.MaxMessageBytesNow != nil {
+		if n := s.MaxMessageBytesNow(); n > 0 {
+			return n
+		}
+	}
 	if s.MaxMessageBytes > 0 {
 		return s.MaxMessageBytes
 	}

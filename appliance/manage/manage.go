@@ -14,6 +14,7 @@ package manage
 import (
 	"time"
 
+	"sigillo/appliance/config"
 	"sigillo/appliance/scan"
 	"sigillo/appliance/tlsmgr"
 	"sigillo/storage"
@@ -39,6 +40,10 @@ type Manager struct {
 
 	// Cluster answers the cluster operations (nil: none).
 	Cluster Cluster
+	// TOML is this node's configuration as its file gives it (before the
+	// cluster's settings), for the sources and disagreements of
+	// `sigillo settings list`.
+	TOML config.Config
 }
 
 func (m *Manager) now() time.Time {

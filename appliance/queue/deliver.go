@@ -127,7 +127,11 @@ func (r *Runner) hops(ctx context.Context, domain string) ([]hop, error) {
 }
 
 func (r *Runner) route(domain string) (string, bool) {
-	for d, route := range r.Routes {
+	routes := r.Routes
+	if r.RoutesNow != nil {
+		routes = r.RoutesNow()
+	}
+	for d, route := range routes {
 		if strings.EqualFold(strings.TrimSuffix(d, "."), domain) {
 			return route, true
 		}

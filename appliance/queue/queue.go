@@ -93,6 +93,10 @@ type Runner struct {
 	// Routes maps a domain to a static next hop "host:port", instead of
 	// its MX (config [routes]).
 	Routes map[string]string
+	// RoutesNow, if set, is read at each delivery instead of Routes: the
+	// cluster's [routes] (appliance/settings), which change while the
+	// runner runs.
+	RoutesNow func() map[string]string
 	// TLSConfig is the base for STARTTLS to the next hop (RootCAs, client
 	// certificate); nil means the system roots. See the package comment:
 	// verification is logged, not enforced.
