@@ -39,6 +39,7 @@ import (
 	"sigillo/appliance/pop3d"
 	"sigillo/appliance/queue"
 	"sigillo/appliance/scan"
+	"sigillo/appliance/settings"
 	"sigillo/appliance/smtpd"
 	"sigillo/appliance/spool"
 	"sigillo/appliance/tlsmgr"
@@ -184,6 +185,21 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		proposer, clusterInfo = fwd, clusterOps{svc: svc}
 	}
 
+	// Cluster-wide settings: the first node seeds them from its TOML; the
+	// replicated values win over any node's TOML (which is warned about),
+	// and changes at runtime reach the front ends that read them live.
+	if port == nil || port.bootstrap {
+		if _, err := settings.Seed(ctx, store, proposer, cfg); err != nil {
+			return err
+		}
+	}
+	toml := cfg
+	cfg, stored, err := settings.ForNode(ctx, store, cfg, log)
+	if err != nil {
+		return err
+	}
+	live := settings.NewLive(toml, stored)
+
 	ca, err := tlsmgr.NewLocalCA(ctx, cfg.Hostname, store, proposer, opts.Now)
 	if err != nil {
 		return err
@@ -222,13 +238,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	timeouts := cfg.Timeouts.Values()
 
 	runner := &queue.Runner{
-		Hostname: cfg.Hostname,
-		Store:    store,
-		Proposer: proposer,
-		Resolver: opts.Resolver,
-		Routes:   cfg.Routes,
-		Now:      opts.Now,
-		Logger:   log.With("component", "queue"),
+		Hostname:  cfg.Hostname,
+		Store:     store,
+		Proposer:  proposer,
+		Resolver:  opts.Resolver,
+		Routes:    cfg.Routes,
+		RoutesNow: func() map[string]string { return live.Config().Routes },
+		Now:       opts.Now,
+		Logger:    log.With("component", "queue"),
 	}
 	gestore, gestoreKey, err := openGestore(cfg, store, opts.Now, log.With("component", "pec"))
 	if err != nil {
@@ -292,6 +309,8 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		Now:             opts.Now,
 		Timeouts:        deadline.Policy{Login: timeouts.Login, Session: timeouts.IMAP, Data: timeouts.Data, MinRate: timeouts.MinDataRate},
 		Ready:           ready,
+
+		MaxMessageBytesNow: func() int64 { return live.Config().MaxMessageBytes },
 	}
 	pop3Server := &pop3d.Server{
 		Backend:      pop3Backend{store: store, proposer: proposer, auth: auth},
@@ -331,7 +350,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		WriteTimeout:      timeouts.Data,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ops := &manage.Manager{Store: store, Proposer: proposer, Cluster: clusterInfo, Now: opts.Now, NoGestore: gestore == nil,
+	ops := &manage.Manager{Store: store, Proposer: proposer, Cluster: clusterInfo, TOML: toml, Now: opts.Now, NoGestore: gestore == nil,
 		Scanner: scanner, ACME: acme, CA: ca, Hostname: cfg.Hostname, Version: Version, IsLeader: node.IsLeader}
 	ctl := &control.Server{
 		Handler: control.Operations(ops),
@@ -455,6 +474,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			acme.Run(jobsCtx)
 		}()
 	}
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		settings.Watch(jobsCtx, store, time.Second, log.With("component", "settings"), live.Update)
+	}()
 
 	// Every node gives its own full-text index the text of messages
 	// stored before the index existed (storage.RunTextIndexer).

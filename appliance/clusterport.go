@@ -383,8 +383,10 @@ func (l loneNode) Nodes(context.Context) ([]manage.ClusterNode, error) {
 		Version: Version, Ready: h.Ready, Reason: h.Reason}}, nil
 }
 
-func (loneNode) NewToken(context.Context, time.Duration) (string, error) { return "", manage.ErrNotClustered }
-func (loneNode) Remove(context.Context, string) error                  { return manage.ErrNotClustered }
+func (loneNode) NewToken(context.Context, time.Duration) (string, error) {
+	return "", manage.ErrNotClustered
+}
+func (loneNode) Remove(context.Context, string) error { return manage.ErrNotClustered }
 
 // RecoverCluster makes the stopped node of cfg the only member of its
 // cluster, for when a majority of the nodes is lost for good (raft's
