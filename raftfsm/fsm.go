@@ -134,7 +134,13 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore implements raft.FSM: the state becomes the snapshot's.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return restoreFrom(context.Background(), f.store, rc)
+	if err := restoreFrom(context.Background(), f.store, rc); err != nil {
+		return err
+	}
+	if applied, err := f.store.AppliedIndex(context.Background()); err == nil {
+		f.meter.watch.advance(applied)
+	}
+	return nil
 }
 
 func restoreFrom(ctx context.Context, store *storage.Store, r io.Reader) error {

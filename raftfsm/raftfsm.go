@@ -238,6 +238,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		logStore.Close()
 		return nil, err
 	}
+	f.meter.watch.advance(applied)
 	alone := cfg.Transport == nil
 	if alone {
 		logStore.SkipCommandData(applied)
