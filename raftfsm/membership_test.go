@@ -20,11 +20,18 @@ type member struct {
 	id    string
 	node  *Node
 	store *storage.Store
+	trans *raft.InmemTransport
 }
 
 // openCluster starts n nodes connected by in-memory transports: the first
 // bootstraps, the others are added through AddVoter.
 func openCluster(t *testing.T, n int) []*member {
+	t.Helper()
+	return openClusterWith(t, n, Config{})
+}
+
+// openClusterWith is openCluster with cfg for every node.
+func openClusterWith(t *testing.T, n int, cfg Config) []*member {
 	t.Helper()
 	trans := make([]*raft.InmemTransport, n)
 	for i := range trans {
@@ -46,14 +53,16 @@ func openCluster(t *testing.T, n int) []*member {
 		}
 		id := fmt.Sprintf("n%d", i+1)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		node, err := Open(ctx, Config{Dir: filepath.Join(dir, "raft"), NodeID: id, Bootstrap: i == 0, Transport: trans[i],
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, store)
+		c := cfg
+		c.Dir, c.NodeID, c.Bootstrap, c.Transport = filepath.Join(dir, "raft"), id, i == 0, trans[i]
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		node, err := Open(ctx, c, store)
 		cancel()
 		if err != nil {
 			store.Close()
 			t.Fatal(err)
 		}
-		ms[i] = &member{id: id, node: node, store: store}
+		ms[i] = &member{id: id, node: node, store: store, trans: trans[i]}
 		t.Cleanup(func() {
 			node.Close()
 			store.Close()
@@ -187,4 +196,40 @@ func TestAppliedIndexStartsAtTheStores(t *testing.T) {
 	if err := n.WaitApplied(context.Background(), a.Index); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A follower that was cut off while the leader truncated its log gets a
+// snapshot: its applied index becomes the snapshot's, and a wait for the
+// last command returns though no command comes after it.
+func TestAFollowerCatchesUpFromASnapshot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ms := openClusterWith(t, 3, Config{TrailingLogs: 2, TrailingBytes: 1})
+	n1, n3 := ms[0], ms[2]
+	n1.trans.Disconnect(n3.trans.LocalAddr())
+	var last uint64
+	for i := range 20 {
+		a, err := n1.node.Apply(ctx, &storage.AddDomain{Name: fmt.Sprintf("d%d.test", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = a.Index
+	}
+	if err := n1.node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := n1.node.logStore.FirstIndex(); first == 1 {
+		t.Fatal("the log was not truncated")
+	}
+	if got := n3.node.AppliedIndex(); got >= last {
+		t.Fatalf("n3 applied %d while cut off", got)
+	}
+	n1.trans.Connect(n3.trans.LocalAddr(), n3.trans)
+	if err := n3.node.WaitApplied(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if ds, _ := n3.store.Domains(ctx); len(ds) != 20 {
+		t.Fatalf("n3 has %d domains after the snapshot, want 20", len(ds))
+	}
+	t.Logf("n3 applied index %d from the snapshot (last command %d)", n3.node.AppliedIndex(), last)
 }
