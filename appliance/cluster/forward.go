@@ -140,9 +140,13 @@ var _ storage.Proposer = (*Forwarder)(nil)
 
 // Apply implements storage.Proposer.
 func (f *Forwarder) Apply(ctx context.Context, cmd storage.Command) (storage.Applied, error) {
-	a, err := f.Node.Apply(ctx, cmd)
-	if !errors.Is(err, raftfsm.ErrNotLeader) {
-		return a, err
+	// A follower does not try locally: that would copy the command (a
+	// whole message) for nothing.
+	if f.Node.IsLeader() {
+		a, err := f.Node.Apply(ctx, cmd)
+		if !errors.Is(err, raftfsm.ErrNotLeader) {
+			return a, err
+		}
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		timeout := f.Timeout
