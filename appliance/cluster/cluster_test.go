@@ -179,6 +179,19 @@ func TestAJoiningNodeEnrollsWithATokenThroughAFollower(t *testing.T) {
 			t.Errorf("%s token: %v after %v, want ErrTokenRejected at once", name, err, time.Since(start))
 		}
 	}
+	// What a joining node sees on the wire for a refused token.
+	body, _ := json.Marshal(EnrollRequest{NodeID: "n4", Advertise: "127.0.0.1:7004", Token: revoked, PublicKey: pub})
+	r, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+c.nodes[1].addr+PathEnroll, bytes.NewReader(body))
+	res, err := joiner.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused rpcError
+	json.NewDecoder(res.Body).Decode(&refused)
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden || res.Header.Get("Content-Type") != "application/json" || refused.Code != codeForbidden {
+		t.Fatalf("enroll with a revoked token: %d %s %+v", res.StatusCode, res.Header.Get("Content-Type"), refused)
+	}
 	if logs := c.logs.String(); strings.Contains(logs, line) || strings.Contains(logs, string(secret)) {
 		t.Error("a token's secret is in the logs")
 	}
