@@ -3,6 +3,7 @@ package appliance
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/pem"
@@ -303,7 +304,7 @@ type storedCA struct {
 	certPEM []byte
 }
 
-func (s storedCA) Issue(nodeID string, pub any, now time.Time) ([]byte, error) {
+func (s storedCA) Issue(nodeID string, pub crypto.PublicKey, now time.Time) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	certPEM, err := s.store.KV(ctx, keyClusterCACert)

@@ -208,6 +208,11 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	// A follower learns that an entry is committed from the leader's next
+	// append; when no command follows, that comes after CommitTimeout (to
+	// twice it). A follower that forwarded a write waits for it before
+	// answering (read your own writes): 5 ms, not raft's 50.
+	rc.CommitTimeout = 5 * time.Millisecond
 	if cfg.Transport == nil {
 		// Alone, the heartbeat timeout is only the wait before the node
 		// elects itself at start (raft waits 1 to 2 times it).

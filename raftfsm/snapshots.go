@@ -48,6 +48,10 @@ type meter struct {
 	entries atomic.Int64  // entries given since the process started
 	bytes   atomic.Int64  // their data bytes
 
+	// watch is the store's applied index for WaitApplied: unlike index
+	// (the replay's progress) it never goes back.
+	watch appliedWatch
+
 	// snap is the count at the last snapshot written; frozen, at the one
 	// being written.
 	snapEntries, snapBytes     atomic.Int64
@@ -100,7 +104,10 @@ func (m *meter) add(logs []*raft.Log) {
 }
 
 // applied records that the FSM is done up to index.
-func (m *meter) applied(index uint64) { m.index.Store(index) }
+func (m *meter) applied(index uint64) {
+	m.index.Store(index)
+	m.watch.advance(index)
+}
 
 // freeze records the count at a snapshot (on the FSM goroutine, where the
 // snapshot's index is the last entry given).
