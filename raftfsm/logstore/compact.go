@@ -36,16 +36,18 @@ import (
 // copy, complete and fsynced before being renamed.
 //
 // It is the caller's to say when: CompactIfWasteful compacts when the free
-// space is over max(64 MiB, half the file), so that a log that truncates
-// and refills in a steady rhythm is not copied at every snapshot for a
-// few megabytes.
+// space is over half the file and over a floor (MinWaste, 64 MiB, as a
+// rule), so that a log that truncates and refills in a steady rhythm is
+// not copied at every snapshot for a few megabytes.
 
 // compactBatch is how many bytes of values one transaction of the copy
 // carries: bolt holds a transaction's pages in memory until it commits.
 const compactBatch = 32 << 20
 
-// minWaste is the free space below which a file is never compacted.
-const minWaste = 64 << 20
+// MinWaste is the free space below which CompactIfWasteful's callers
+// should leave a file as it is: copying the file costs more than the
+// space is worth.
+const MinWaste = 64 << 20
 
 // Compaction is what a compaction did.
 type Compaction struct {
@@ -79,21 +81,21 @@ func (s *Store) size() (file, used int64, err error) {
 }
 
 // Wasteful says whether a file of that size holding used bytes is worth
-// compacting: its free space is over 64 MiB and over half the file.
-func Wasteful(file, used int64) bool {
+// compacting: its free space is over minFree and over half the file.
+func Wasteful(file, used, minFree int64) bool {
 	free := file - used
-	return free > minWaste && free > file/2
+	return free > minFree && free > file/2
 }
 
-// CompactIfWasteful compacts the file if Wasteful says so, and says
-// whether it did.
-func (s *Store) CompactIfWasteful(ctx context.Context) (Compaction, bool, error) {
+// CompactIfWasteful compacts the file if Wasteful says so (with minFree,
+// MinWaste as a rule), and says whether it did.
+func (s *Store) CompactIfWasteful(ctx context.Context, minFree int64) (Compaction, bool, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.mu.RLock()
 	file, used, err := s.size()
 	s.mu.RUnlock()
-	if err != nil || !Wasteful(file, used) {
+	if err != nil || !Wasteful(file, used, minFree) {
 		return Compaction{}, false, err
 	}
 	c, err := s.compact(ctx)

@@ -129,11 +129,11 @@ func TestATruncatedLogShrinksToWhatItHolds(t *testing.T) {
 	if before < peak || used > 34<<20 {
 		t.Fatalf("after the truncation: file %d MiB, used %d MiB; want the peak's %d MiB and 32 MiB used", before>>20, used>>20, peak>>20)
 	}
-	if !Wasteful(before, used) {
+	if !Wasteful(before, used, MinWaste) {
 		t.Fatalf("a file of %d MiB holding %d MiB is not wasteful", before>>20, used>>20)
 	}
 
-	c, done, err := s.CompactIfWasteful(context.Background())
+	c, done, err := s.CompactIfWasteful(context.Background(), MinWaste)
 	if err != nil || !done {
 		t.Fatalf("compact: %v, %v", done, err)
 	}
@@ -149,7 +149,7 @@ func TestATruncatedLogShrinksToWhatItHolds(t *testing.T) {
 	holds(t, s, 33, 40, mb4)
 
 	// A compacted file is not compacted again.
-	if _, done, err := s.CompactIfWasteful(context.Background()); err != nil || done {
+	if _, done, err := s.CompactIfWasteful(context.Background(), MinWaste); err != nil || done {
 		t.Fatalf("second compaction: %v, %v", done, err)
 	}
 	// The store goes on with the new file, and it reopens whole.
@@ -200,7 +200,7 @@ func TestARaftDBThatRaftBoltDBWroteIsCompacted(t *testing.T) {
 	s := mustOpen(t, path)
 	defer s.Close()
 	before, used := size(t, s)
-	c, done, err := s.CompactIfWasteful(context.Background())
+	c, done, err := s.CompactIfWasteful(context.Background(), MinWaste)
 	if err != nil || !done {
 		t.Fatalf("compact: %v, %v (file %d MiB, %d MiB used)", done, err, before>>20, used>>20)
 	}
