@@ -1,10 +1,13 @@
 package raftfsm
 
 import (
+	"context"
 	"fmt"
 	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"sigillo/raftfsm/logstore"
 )
 
 // maxCachedEntry is the largest log entry the cache keeps.
@@ -159,4 +162,28 @@ func (c *logCache) dropPages() {
 	if c.drop != nil {
 		c.drop()
 	}
+}
+
+// compacter is a log store that can shrink its file (package logstore).
+type compacter interface {
+	CompactIfWasteful(ctx context.Context, minFree int64) (logstore.Compaction, bool, error)
+}
+
+// compactIfWasteful compacts the store's file if it is mostly free pages,
+// and says whether it did. The store replaces its file and so its map:
+// that is a write here, serialised with dropping the map's pages, and the
+// new map's pages the copy made resident are dropped after. The cached
+// entries stay valid: the entries are the same.
+func (c *logCache) compactIfWasteful(ctx context.Context, minFree int64) (logstore.Compaction, bool, error) {
+	s, ok := c.store.(compacter)
+	if !ok {
+		return logstore.Compaction{}, false, nil
+	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	comp, done, err := s.CompactIfWasteful(ctx, minFree)
+	if done {
+		c.dropPages()
+	}
+	return comp, done, err
 }

@@ -15,8 +15,8 @@ import (
 	"sigillo/storage"
 )
 
-// member is one node of an in-process cluster.
-type member struct {
+// peer is one node of an in-process cluster built through AddVoter.
+type peer struct {
 	id    string
 	node  *Node
 	store *storage.Store
@@ -25,13 +25,13 @@ type member struct {
 
 // openCluster starts n nodes connected by in-memory transports: the first
 // bootstraps, the others are added through AddVoter.
-func openCluster(t *testing.T, n int) []*member {
+func openCluster(t *testing.T, n int) []*peer {
 	t.Helper()
 	return openClusterWith(t, n, Config{})
 }
 
 // openClusterWith is openCluster with cfg for every node.
-func openClusterWith(t *testing.T, n int, cfg Config) []*member {
+func openClusterWith(t *testing.T, n int, cfg Config) []*peer {
 	t.Helper()
 	trans := make([]*raft.InmemTransport, n)
 	for i := range trans {
@@ -44,7 +44,7 @@ func openClusterWith(t *testing.T, n int, cfg Config) []*member {
 			}
 		}
 	}
-	ms := make([]*member, n)
+	ms := make([]*peer, n)
 	for i := range ms {
 		dir := t.TempDir()
 		store, err := storage.Open(filepath.Join(dir, "sigillo.db"))
@@ -62,7 +62,7 @@ func openClusterWith(t *testing.T, n int, cfg Config) []*member {
 			store.Close()
 			t.Fatal(err)
 		}
-		ms[i] = &member{id: id, node: node, store: store, trans: trans[i]}
+		ms[i] = &peer{id: id, node: node, store: store, trans: trans[i]}
 		t.Cleanup(func() {
 			node.Close()
 			store.Close()

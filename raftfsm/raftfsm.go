@@ -92,6 +92,9 @@ type Config struct {
 	checkEvery time.Duration
 	// translate stands for a newer binary in tests (fsm.translate).
 	translate func([]byte) []byte
+	// compactMinFree is the free space in raft.db below which it is not
+	// compacted (logstore.MinWaste; tests).
+	compactMinFree int64
 }
 
 func (cfg *Config) setDefaults() {
@@ -134,6 +137,9 @@ func (cfg *Config) setDefaults() {
 	if cfg.MaxLag == 0 {
 		cfg.MaxLag = 1000
 	}
+	if cfg.compactMinFree <= 0 {
+		cfg.compactMinFree = logstore.MinWaste
+	}
 }
 
 // Node is one raft member with its FSM.
@@ -142,6 +148,7 @@ type Node struct {
 	id        raft.ServerID
 	fsm       *fsm
 	logStore  *logstore.Store
+	logs      *logCache // raft's view of logStore
 	transport raft.Transport
 	logger    *slog.Logger
 	timeout   time.Duration
@@ -180,6 +187,13 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	logStore, err := logstore.Open(ctx, filepath.Join(cfg.Dir, "raft.db"), 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("raft log: %w", err)
+	}
+	// A raft.db that an older version left at its peak size (or a crash
+	// between a truncation and its compaction) shrinks now.
+	if c, done, err := logStore.CompactIfWasteful(ctx, cfg.compactMinFree); err != nil {
+		logger.Warn("raft.db not compacted; it stays as large as it is", "err", err)
+	} else if done {
+		logCompaction(logger, "raft.db compacted at start", c)
 	}
 	// The database normally holds everything up to its applied index, so
 	// raft need not restore a snapshot at every start; if the database is
@@ -277,7 +291,7 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	prog.replaying()
-	n := &Node{raft: r, id: rc.LocalID, fsm: f, logStore: logStore, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
+	n := &Node{raft: r, id: rc.LocalID, fsm: f, logStore: logStore, logs: cache, transport: transport, logger: logger, timeout: cfg.ApplyTimeout, stopped: make(chan struct{})}
 	n.health = startHealth(r, cfg, openedAt)
 	handOver := n.handOver
 	f.onHalt.Store(&handOver)
@@ -446,6 +460,11 @@ func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
 
 // Stats is raft's view of the node, for status pages.
 func (n *Node) Stats() map[string]string { return n.raft.Stats() }
+
+// LogSize is how large raft.db is and how many of its bytes are in use
+// (the rest are free pages), for status pages. After a snapshot's
+// truncation the file is compacted when most of it is free.
+func (n *Node) LogSize() (file, used int64, err error) { return n.logStore.Size() }
 
 // Snapshot takes a snapshot now (tests and `sigillo backup`).
 func (n *Node) Snapshot() error {

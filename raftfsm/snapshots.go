@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -154,6 +155,8 @@ type policy struct {
 	n      *Node
 	cfg    Config
 	logger *slog.Logger
+	ctx    context.Context // ends with halt
+	cancel context.CancelFunc
 	quit   chan struct{}
 	done   chan struct{}
 
@@ -163,12 +166,13 @@ type policy struct {
 }
 
 func startPolicy(n *Node, cfg Config) *policy {
-	p := &policy{n: n, cfg: cfg, logger: n.logger, quit: make(chan struct{}), done: make(chan struct{}), lastEnd: cfg.Now()}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &policy{n: n, cfg: cfg, logger: n.logger, ctx: ctx, cancel: cancel, quit: make(chan struct{}), done: make(chan struct{}), lastEnd: cfg.Now()}
 	go p.run()
 	return p
 }
 
-func (p *policy) halt() { close(p.quit) }
+func (p *policy) halt() { p.cancel(); close(p.quit) }
 func (p *policy) wait() { <-p.done }
 
 func (p *policy) run() {
@@ -253,7 +257,29 @@ func (p *policy) snapshot(reason string) error {
 		"database_mib", mib(m.snapshotBytes.Load()), "took", p.lastTook.Round(time.Millisecond), "index", meta.Index,
 		"log_first_index", first, "trailing", keep}
 	p.logger.Info("snapshot taken, log truncated", attrs...)
+	p.compact()
 	return nil
+}
+
+// compact shrinks raft.db after a truncation that left it mostly free
+// pages. A failure (a full disk: the copy needs room) leaves the file as
+// it was, and is no reason to fail the snapshot.
+func (p *policy) compact() {
+	if p.n.logs == nil {
+		return
+	}
+	c, done, err := p.n.logs.compactIfWasteful(p.ctx, p.cfg.compactMinFree)
+	switch {
+	case err != nil:
+		p.logger.Warn("raft.db not compacted after the snapshot; it stays as large as it is", "err", err)
+	case done:
+		logCompaction(p.logger, "raft.db compacted after the snapshot", c)
+	}
+}
+
+func logCompaction(l *slog.Logger, msg string, c logstore.Compaction) {
+	l.Info(msg, "file_mib_before", mib(c.Before), "file_mib_after", mib(c.After), "used_mib", mib(c.Used),
+		"took", c.Took.Round(time.Millisecond))
 }
 
 // The database records the index of the last command it applied, and raft

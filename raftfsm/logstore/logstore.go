@@ -14,6 +14,11 @@
 // And a start need not read the data of commands the database already
 // holds: SkipCommandData lets GetLog leave it out (see its conditions).
 //
+// And the file follows what it holds: bolt reuses the pages a truncation
+// frees but never gives them back, so after a burst of large messages
+// raft.db kept gigabytes of free pages for good; Compact copies what is
+// left into a new file and puts it in place (see compact.go).
+//
 // It is not a general key/value store and knows nothing of what entries
 // mean.
 package logstore
@@ -26,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -50,8 +56,18 @@ var ErrLocked = errors.New("locked by another process")
 
 // Store is an open raft.db.
 type Store struct {
-	db   *bbolt.DB
-	path string
+	// mu guards db: every use of it holds mu shared, and a compaction
+	// holds it alone to put the compacted file in place.
+	mu sync.RWMutex
+	db *bbolt.DB
+	// writeMu is held by every write and by a compaction's copy, so that
+	// no write lands in the file being copied from.
+	writeMu sync.Mutex
+	path    string
+	// crash, in tests, stops a compaction after a step as a crash would;
+	// copyBatch, in tests, is a smaller compactBatch.
+	crash     func(step string) error
+	copyBatch int
 	// read counts the bytes of entries GetLog has gone through, for
 	// progress reports while a restart replays the log.
 	read atomic.Int64
@@ -66,8 +82,45 @@ var (
 
 // Open opens or creates the file at path. If another process holds it,
 // Open waits up to lockWait (or until ctx ends) and then fails with
-// ErrLocked.
+// ErrLocked. A compaction's copy that a crash left beside it is removed.
 func Open(ctx context.Context, path string, lockWait time.Duration) (*Store, error) {
+	deadline := time.Now().Add(lockWait)
+	for {
+		db, err := bbolt.Open(path, 0o600, options())
+		if err == nil {
+			s := &Store{db: db, path: path}
+			if err := db.Update(func(tx *bbolt.Tx) error {
+				if _, err := tx.CreateBucketIfNotExists(bucketLogs); err != nil {
+					return err
+				}
+				_, err := tx.CreateBucketIfNotExists(bucketConf)
+				return err
+			}); err != nil {
+				db.Close()
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+			// Only the holder of raft.db's lock compacts it, so a copy
+			// found now is a dead process's.
+			if err := os.Remove(s.compactPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+				db.Close()
+				return nil, fmt.Errorf("%s: remove a compaction's leftover: %w", path, err)
+			}
+			return s, nil
+		}
+		if !errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: %w", path, ErrLocked)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("%s: waiting for its lock: %w", path, err)
+		}
+	}
+}
+
+// options are bolt's options for raft.db and for its compacted copy.
+func options() *bbolt.Options {
 	opts := &bbolt.Options{
 		Timeout: 100 * time.Millisecond,
 		// The freelist is rebuilt from the tree at open instead of being
@@ -86,37 +139,33 @@ func Open(ctx context.Context, path string, lockWait time.Duration) (*Store, err
 		// until read), so raft.db is not remapped before it reaches that size.
 		opts.InitialMmapSize = 4 << 30
 	}
-	deadline := time.Now().Add(lockWait)
-	for {
-		db, err := bbolt.Open(path, 0o600, opts)
-		if err == nil {
-			s := &Store{db: db, path: path}
-			if err := s.db.Update(func(tx *bbolt.Tx) error {
-				if _, err := tx.CreateBucketIfNotExists(bucketLogs); err != nil {
-					return err
-				}
-				_, err := tx.CreateBucketIfNotExists(bucketConf)
-				return err
-			}); err != nil {
-				db.Close()
-				return nil, fmt.Errorf("%s: %w", path, err)
-			}
-			return s, nil
-		}
-		if !errors.Is(err, bbolt.ErrTimeout) {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s: %w", path, ErrLocked)
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("%s: waiting for its lock: %w", path, err)
-		}
-	}
+	return opts
+}
+
+// view runs fn in a read transaction of the current file.
+func (s *Store) view(fn func(*bbolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.View(fn)
+}
+
+// update runs fn in a write transaction of the current file.
+func (s *Store) update(fn func(*bbolt.Tx) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db.Update(fn)
 }
 
 // Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.db.Close()
+}
 
 // Path is the file's path.
 func (s *Store) Path() string { return s.path }
@@ -135,7 +184,7 @@ func (s *Store) SkipCommandData(index uint64) { s.skipUpTo.Store(index) }
 // FirstIndex implements raft.LogStore.
 func (s *Store) FirstIndex() (uint64, error) {
 	var idx uint64
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		if k, _ := tx.Bucket(bucketLogs).Cursor().First(); k != nil {
 			idx = binary.BigEndian.Uint64(k)
 		}
@@ -147,7 +196,7 @@ func (s *Store) FirstIndex() (uint64, error) {
 // LastIndex implements raft.LogStore.
 func (s *Store) LastIndex() (uint64, error) {
 	var idx uint64
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		if k, _ := tx.Bucket(bucketLogs).Cursor().Last(); k != nil {
 			idx = binary.BigEndian.Uint64(k)
 		}
@@ -158,7 +207,7 @@ func (s *Store) LastIndex() (uint64, error) {
 
 // GetLog implements raft.LogStore.
 func (s *Store) GetLog(index uint64, l *raft.Log) error {
-	return s.db.View(func(tx *bbolt.Tx) error {
+	return s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketLogs).Get(key(index))
 		if v == nil {
 			return raft.ErrLogNotFound
@@ -187,7 +236,7 @@ func (s *Store) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l})
 
 // StoreLogs implements raft.LogStore: one transaction, fsynced.
 func (s *Store) StoreLogs(logs []*raft.Log) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketLogs)
 		for _, l := range logs {
 			v, err := encode(l)
@@ -204,7 +253,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 
 // DeleteRange implements raft.LogStore: it removes min to max inclusive.
 func (s *Store) DeleteRange(min, max uint64) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.update(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketLogs).Cursor()
 		for k, _ := c.Seek(key(min)); k != nil && binary.BigEndian.Uint64(k) <= max; k, _ = c.Next() {
 			if err := c.Delete(); err != nil {
@@ -217,13 +266,13 @@ func (s *Store) DeleteRange(min, max uint64) error {
 
 // Set implements raft.StableStore.
 func (s *Store) Set(k, v []byte) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketConf).Put(k, v) })
+	return s.update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketConf).Put(k, v) })
 }
 
 // Get implements raft.StableStore.
 func (s *Store) Get(k []byte) ([]byte, error) {
 	var out []byte
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketConf).Get(k)
 		if v == nil {
 			return ErrKeyNotFound
@@ -268,7 +317,7 @@ func (s *Store) Prefetch(after uint64) (Span, error) { return s.span(after, true
 
 func (s *Store) span(after uint64, prefetch bool) (Span, error) {
 	var sp Span
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketLogs).Cursor()
 		for k, v := c.Seek(key(after + 1)); k != nil; k, v = c.Next() {
 			idx := binary.BigEndian.Uint64(k)
