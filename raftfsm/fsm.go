@@ -208,11 +208,15 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.restoring.Store(true)
 	defer f.restoring.Store(false)
+	before, _ := f.store.AppliedIndex(f.ctx)
+	f.logger.Info("installing a snapshot from the leader: this node is too far behind for the log", "applied", before)
+	start := time.Now()
 	if err := restoreFrom(context.Background(), f.store, rc); err != nil {
 		return err
 	}
 	if applied, err := f.store.AppliedIndex(f.ctx); err == nil {
 		f.meter.applied(applied)
+		f.logger.Info("snapshot installed", "applied", applied, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }

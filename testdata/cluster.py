@@ -5,7 +5,7 @@ usage: cluster.py SCENARIO  with settings in the environment:
   CA (root PEM file), HOST, USER, PASSWORD, and per scenario:
   login:  IMAPS (one node's port): logs in and selects INBOX.
   load:   SUBMISSIONS_PORTS (every node's, comma-separated), SENDERS, COUNT,
-          RCPT, OUT: SENDERS threads send COUNT messages in all, each with its
+          RCPT, OUT, PAD (bytes added to each body, default 0): SENDERS threads send COUNT messages in all, each with its
           own Message-ID, starting on different nodes; a message that fails
           (connection lost, 4xx, a 250 that never came) is sent again, the
           same bytes, on the next node until it gets 250. The Message-IDs that
@@ -58,7 +58,7 @@ def scenario_load():
         mid = "<load-%d@cluster.test>" % i
         m["Message-ID"] = mid
         m["Date"] = email.utils.formatdate(localtime=True)
-        m.set_content("message %d of the load\n" % i)
+        m.set_content("message %d of the load\n" % i + "x" * int(E.get("PAD", "0")) + "\n")
         k = start
         while time.time() < deadline:
             port = ports[k % len(ports)]
