@@ -4,9 +4,12 @@ package main
 // raft cluster over mutual TLS, and clients use any of them.
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
 
 	"sigillo/appliance/manage"
 )
@@ -138,11 +143,27 @@ func TestThreeNodesServeOneMailService(t *testing.T) {
 	// through the leader), used on node 3.
 	ms[1].provision("cluster.test", "alice@cluster.test")
 	out, err := clusterPython(t, ms[2], "login", "USER=alice@cluster.test", "PASSWORD="+password("alice@cluster.test"),
-		fmt.Sprintf("IMAPS=%d", ms[2].ports["imaps"]))
+		fmt.Sprintf("IMAPS=%d", ms[2].ports["imaps"]), "CA="+ms[0].ca)
 	if err != nil {
 		t.Fatalf("a mailbox made on node 2 does not log in on node 3: %v\n%s", err, out)
 	}
 	t.Log(strings.TrimSpace(out))
+	// The secrets every node needs came with the join, not by hand: the
+	// ACME storage key is the same file on all three; the local CA (in the
+	// store) signs every node's certificate (the clients above trusted
+	// node 1's exported root on node 3).
+	key1, err := os.ReadFile(filepath.Join(ms[0].dir, "data", "acme-storage.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[1:] {
+		if k, err := os.ReadFile(filepath.Join(m.dir, "data", "acme-storage.key")); err != nil || string(k) != string(key1) {
+			t.Errorf("%s's ACME storage key differs from %s's (%v)", m.id, ms[0].id, err)
+		}
+		if ca := m.cli("", "ca", "export"); ca != ms[0].cli("", "ca", "export") {
+			t.Errorf("%s exports another local CA", m.id)
+		}
+	}
 	// What one node lists, every node lists.
 	for _, m := range ms {
 		if got := m.cli("", "mailbox", "list"); !strings.Contains(got, "alice@cluster.test") {
@@ -351,4 +372,144 @@ func readLines(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	return strings.Fields(string(b))
+}
+
+// A client IDLE on one node sees, within a second, mail delivered through
+// another.
+func TestIdleOnAFollowerSeesMailDeliveredThroughAnotherNode(t *testing.T) {
+	ms := startCluster(t, 3)
+	ms[0].provision("cluster.test", "alice@cluster.test")
+	leader := leaderOf(t, ms, ms[0])
+	var watcher, sender *member
+	for _, m := range ms {
+		switch {
+		case m == leader:
+		case watcher == nil:
+			watcher = m
+		default:
+			sender = m
+		}
+	}
+	exists := make(chan uint32, 16)
+	c, err := imapclient.DialTLS(fmt.Sprintf("127.0.0.1:%d", watcher.ports["imaps"]), &imapclient.Options{
+		TLSConfig: watcher.tlsClient(t, watcher.name),
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				exists <- *d.NumMessages
+			}
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice@cluster.test", password("alice@cluster.test")).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", sender.ports["submissions"]), sender.tlsClient(t, sender.name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := smtp.NewClient(conn, sender.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := sc.Auth(smtp.PlainAuth("", "alice@cluster.test", password("alice@cluster.test"), sender.name)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		body := fmt.Sprintf("From: alice@cluster.test\r\nTo: alice@cluster.test\r\nSubject: idle %d\r\nMessage-ID: <idle-%d@cluster.test>\r\n\r\nx\r\n", i, i)
+		if err := sendOne(sc, "alice@cluster.test", "alice@cluster.test", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		acked := time.Now()
+		select {
+		case n := <-exists:
+			t.Logf("message %d sent through follower %s; IDLE on follower %s said %d EXISTS %v after the 250",
+				i, sender.id, watcher.id, n, time.Since(acked).Round(time.Millisecond))
+			if n != uint32(i) {
+				t.Errorf("EXISTS %d, want %d", n, i)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("IDLE on %s heard nothing within 1 s of the 250 from %s", watcher.id, sender.id)
+		}
+	}
+}
+
+// A node left alone (the two others killed) excludes itself within a few
+// seconds: 421 to new SMTP sessions, 503 on /readyz with the reason, the
+// reason in `cluster status`; it comes back by itself when they return.
+func TestANodeWithoutALeaderExcludesItselfAndComesBack(t *testing.T) {
+	ms := startCluster(t, 3)
+	alone := ms[2]
+	ms[0].stop(syscall.SIGKILL)
+	ms[1].stop(syscall.SIGKILL)
+	curl := need(t, "curl")
+	readyz := func() string {
+		out, _ := exec.Command(curl, "-sS", "--cacert", alone.ca, "-w", " %{http_code}",
+			fmt.Sprintf("https://127.0.0.1:%d/readyz", alone.ports["https"])).CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	greeting := func() string {
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", alone.ports["submissions"]), alone.tlsClient(t, alone.name))
+		if err != nil {
+			return err.Error()
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return strings.TrimSpace(line)
+	}
+	start := time.Now()
+	for !strings.HasSuffix(readyz(), " 503") {
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("/readyz still %q 15 s after the others died", readyz())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("not ready %v after the two others were killed: /readyz %s", time.Since(start).Round(100*time.Millisecond), readyz())
+	if g := greeting(); !strings.HasPrefix(g, "421 4.3.0") {
+		t.Errorf("SMTP greeting of a node without a leader: %q, want 421 4.3.0", g)
+	} else {
+		t.Logf("SMTP greeting: %s", g)
+	}
+	st, err := alone.status(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		if n.ID == alone.id {
+			if n.Ready || n.Reason == "" {
+				t.Errorf("cluster status on %s: %+v, want not ready with a reason", alone.id, n)
+			}
+			t.Logf("cluster status: %s ready=%v reason=%q", n.ID, n.Ready, n.Reason)
+		}
+	}
+	if out, err := alone.try("", "domain", "add", "late.test"); err == nil {
+		t.Errorf("a write without a leader succeeded: %s", out)
+	} else {
+		t.Logf("a write without a leader: %v", err)
+	}
+
+	ms[0].start()
+	ms[1].start()
+	waitCluster(t, alone, "every node ready again", func(st manage.ClusterStatus) bool {
+		return len(st.Nodes) == 3 && leaders(st) == 1 && allReady(st)
+	})
+	if r := readyz(); !strings.HasSuffix(r, " 200") {
+		t.Errorf("/readyz after the others came back: %s", r)
+	}
+	if g := greeting(); !strings.HasPrefix(g, "220 ") {
+		t.Errorf("SMTP greeting after the others came back: %q", g)
+	}
 }
