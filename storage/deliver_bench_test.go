@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,7 +13,20 @@ import (
 // proposes them (trace fields, then a 4 KB message with its own
 // Message-ID, one local recipient), one log entry per Apply as a lightly
 // loaded raft leader does: the hot path of SMTP delivery inside the store.
+// "dedupe" is the command as the SMTP server makes it since deliveries are
+// idempotent (Deliver.Dedupe: one more statement per recipient, and a
+// bounded purge); "plain" is without it, as before.
 func BenchmarkDeliverSMTP(b *testing.B) {
+	for _, dedupe := range []bool{false, true} {
+		name := "plain"
+		if dedupe {
+			name = "dedupe"
+		}
+		b.Run(name, func(b *testing.B) { benchDeliverSMTP(b, dedupe) })
+	}
+}
+
+func benchDeliverSMTP(b *testing.B, dedupe bool) {
 	s, a := newBenchStore(b)
 	body := strings.Repeat(strings.Repeat("x", 76)+"\r\n", 52)
 	ctx := context.Background()
@@ -20,6 +35,10 @@ func BenchmarkDeliverSMTP(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		msg := fmt.Sprintf("Message-ID: <%d.bench@far.test>\r\nSubject: bench\r\n\r\n%s", i, body)
 		cmd := smtpDeliver(a.mailbox, int64(1_700_000_000+i), msg)
+		if dedupe {
+			sum := sha256.Sum256([]byte(msg))
+			cmd.Dedupe = &Dedupe{MessageID: fmt.Sprintf("%d.bench@far.test", i), SHA256: hex.EncodeToString(sum[:])}
+		}
 		data, err := Encode(cmd)
 		if err != nil {
 			b.Fatal(err)
