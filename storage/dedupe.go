@@ -15,7 +15,7 @@ import (
 // recipient is its mailbox (and an empty recipient), a remote one its address
 // (mailbox_id 0). msg_key is the SHA-256 of the Message-ID and the content
 // hash (Dedupe.key); at is the command's time. Rows older than
-// DuplicateWindow are purged by later deliveries (purgeDelivered).
+// DuplicateWindow are purged by later deliveries (newDedupe).
 //
 // It records that a delivery happened, not where the copy is: a message
 // the user has since moved to another folder, or expunged, still counts
