@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -240,7 +241,7 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Result, error) {
 		return nil, fmt.Errorf("%w: begin: %w", ErrTransient, err)
 	}
 	defer sqlTx.Rollback()
-	tx := &txn{ctx: ctx, tx: sqlTx}
+	tx := &txn{ctx: ctx, tx: sqlTx, db: s.db, stmts: &s.stmts}
 	last := applied
 	var unknown *UnknownCommandError
 	for i, e := range entries {
@@ -327,17 +328,72 @@ func isTransient(err error) bool {
 type txn struct {
 	ctx     context.Context
 	tx      *sql.Tx
+	db      *sql.DB // of tx, which stmts prepares on
+	stmts   *stmtCache
 	changes []Change
 	// textPending: content was left for the text indexer (fts.go).
 	textPending bool
 }
 
+// exec and row run q as prepared once per connection (stmtCache): with
+// modernc's SQLite, parsing and planning a statement costs about as much
+// as running it, and a delivery runs a dozen. The transaction closes its
+// handles on the prepared statements at its end.
 func (t *txn) exec(q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(t.ctx, q, args...)
+	if t.stmts == nil {
+		return t.tx.ExecContext(t.ctx, q, args...)
+	}
+	st, err := t.stmts.get(t.ctx, t.db, q)
+	if err != nil {
+		return nil, err
+	}
+	return t.tx.StmtContext(t.ctx, st).ExecContext(t.ctx, args...)
 }
 
 func (t *txn) row(q string, args ...any) *sql.Row {
-	return t.tx.QueryRowContext(t.ctx, q, args...)
+	if t.stmts == nil {
+		return t.tx.QueryRowContext(t.ctx, q, args...)
+	}
+	st, err := t.stmts.get(t.ctx, t.db, q)
+	if err != nil {
+		return t.tx.QueryRowContext(t.ctx, q, args...) // gives the same error
+	}
+	return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
+}
+
+// stmtCache holds the statements commands run (txn.exec, txn.row),
+// prepared on the database; database/sql prepares each again on every
+// connection it runs on, once. They are a fixed set of constant strings,
+// so it does not grow past them.
+type stmtCache struct {
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func (c *stmtCache) get(ctx context.Context, db *sql.DB, q string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[q]; ok {
+		return st, nil
+	}
+	st, err := db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if c.m == nil {
+		c.m = map[string]*sql.Stmt{}
+	}
+	c.m[q] = st
+	return st, nil
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
 }
 
 func (t *txn) changed(mailboxID, folderID int64) {

@@ -250,6 +250,8 @@ func (c *RemoveMailbox) apply(t *txn) (any, error) {
 	for _, q := range []string{
 		"DELETE FROM folders WHERE mailbox_id=?",
 		"DELETE FROM mailboxes WHERE id=?",
+		// Its ID may be given again to a new mailbox.
+		"DELETE FROM delivered WHERE mailbox_id=?",
 	} {
 		if _, err := t.exec(q, id); err != nil {
 			return nil, err
@@ -297,6 +299,13 @@ type Deliver struct {
 	// the decoded command has all of it in Data and no Tail.
 	Data []byte `json:"-"`
 	Tail Source `json:"-"`
+	// Dedupe, if set, makes the delivery idempotent for a client's retry
+	// (dedupe.go): a recipient that had this message delivered or queued
+	// within DuplicateWindow of InternalDate (a mailbox: wherever the copy
+	// is now, even expunged) counts as delivered and gets nothing more, and
+	// DeliverResult says so. Only the SMTP server sets it: IMAP APPEND of
+	// the same message twice is two copies on purpose.
+	Dedupe *Dedupe `json:"dedupe,omitempty"`
 }
 
 // Op implements Command.
@@ -318,6 +327,11 @@ type DeliverResult struct {
 	SHA256    string
 	Placed    []Placement
 	OverQuota []int64 // mailbox IDs refused for quota
+	// Duplicate are the mailbox IDs, and DuplicateRemote the remote
+	// recipients, that had the message already (Deliver.Dedupe): counted
+	// as delivered, neither stored nor queued again.
+	Duplicate       []int64
+	DuplicateRemote []string
 }
 
 func (c *Deliver) apply(t *txn) (any, error) {
@@ -329,6 +343,10 @@ func (c *Deliver) apply(t *txn) (any, error) {
 	size := int64(len(c.Data))
 	res := &DeliverResult{SHA256: sha}
 	stored := false
+	dd, err := t.newDedupe(c)
+	if err != nil {
+		return nil, err
+	}
 	for _, tg := range c.Targets {
 		name := tg.Folder
 		if name == "" || strings.EqualFold(name, "INBOX") {
@@ -343,7 +361,18 @@ func (c *Deliver) apply(t *txn) (any, error) {
 		} else if err != nil {
 			return nil, err
 		}
-		if tg.EnforceQuota && quota > 0 && used+size > quota {
+		over := tg.EnforceQuota && quota > 0 && used+size > quota
+		if dd != nil {
+			dup, err := dd.duplicate(t, tg.MailboxID, "", !over)
+			if err != nil {
+				return nil, err
+			}
+			if dup {
+				res.Duplicate = append(res.Duplicate, tg.MailboxID)
+				continue
+			}
+		}
+		if over {
 			res.OverQuota = append(res.OverQuota, tg.MailboxID)
 			continue
 		}
@@ -372,10 +401,28 @@ func (c *Deliver) apply(t *txn) (any, error) {
 		if o.ID == "" || len(o.Recipients) == 0 {
 			return nil, refuse(ErrInvalid, "deliver: outbound needs an id and recipients")
 		}
+		recipients := o.Recipients
+		if dd != nil {
+			recipients = nil
+			for _, r := range o.Recipients {
+				dup, err := dd.duplicate(t, 0, NormalizeAddress(r), true)
+				if err != nil {
+					return nil, err
+				}
+				if dup {
+					res.DuplicateRemote = append(res.DuplicateRemote, r)
+				} else {
+					recipients = append(recipients, r)
+				}
+			}
+		}
+		if len(recipients) == 0 {
+			return res, nil
+		}
 		if err := t.addBlob(sha, c.Data, &stored); err != nil {
 			return nil, err
 		}
-		rcpts, _ := json.Marshal(o.Recipients)
+		rcpts, _ := json.Marshal(recipients)
 		if _, err := t.exec(`INSERT INTO queue(id, sender, recipients, sha256, size, created_at, next_attempt, require_tls)
 			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, o.ID, o.Sender, string(rcpts), sha, size, c.InternalDate, o.NextAttempt, o.RequireTLS); err != nil {
 			return nil, fmt.Errorf("enqueue %s: %w", o.ID, err)

@@ -261,7 +261,7 @@ func TestAStoreFromBeforeTheIndexGetsIndexed(t *testing.T) {
 		a.deliverTo(alice, "", fmt.Sprintf("Subject: %d\r\n\r\nold message number %d, zebra\r\n", i, i))
 	}
 	// Back to schema 8: what an older version left.
-	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
+	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP TABLE delivered", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatal(q, err)
 		}
@@ -373,7 +373,7 @@ func TestASnapshotCarriesTheIndex(t *testing.T) {
 	checkIndex(t, dst)
 
 	// A snapshot from before the index: restored, then indexed.
-	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
+	for _, q := range []string{"DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP TABLE delivered", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"} {
 		if _, err := src.db.Exec(q); err != nil {
 			t.Fatal(q, err)
 		}

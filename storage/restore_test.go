@@ -69,7 +69,8 @@ func TestRestoreCopiesEveryTableOfTheSchema(t *testing.T) {
 	alice := a.must(&AddMailbox{Address: "alice@example.test", PasswordHash: "h", At: 1}).(int64)
 	a.deliverTo(alice, "", "Subject: one\r\n\r\nthe first brioche\r\n")
 	a.must(&Deliver{Targets: []Target{{MailboxID: alice, Folder: "Sent"}}, InternalDate: 6, Data: []byte("Subject: out\r\n\r\nto far away\r\n"),
-		Outbound: &Outbound{ID: "q1", Sender: "alice@example.test", Recipients: []string{"bob@far.test"}, NextAttempt: 7}})
+		Outbound: &Outbound{ID: "q1", Sender: "alice@example.test", Recipients: []string{"bob@far.test"}, NextAttempt: 7},
+		Dedupe:   &Dedupe{MessageID: "out@example.test", SHA256: strings.Repeat("ab", 32)}})
 	a.must(&Deliver{InternalDate: 8, Data: []byte("Subject: bad\r\n\r\nEICAR\r\n"),
 		Quarantine: &Quarantine{Virus: "Eicar-Test", Sender: "x@far.test", Recipients: []string{"alice@example.test"}, Context: "reception point"}})
 	a.must(&PutKV{Key: "ca", Value: []byte("secret")})

@@ -83,4 +83,5 @@ CREATE TABLE kv (
 	pecTrackDetailSchema, // 8: the busta's recipients and Reply-To for the notices (pecbatch.go)
 	ftsSchema,            // 9: the text of message content and its full-text index (fts.go)
 	textPendingSchema,    // 10: content waiting for the indexer, off the apply path (fts.go)
+	deliveredSchema,      // 11: deliveries remembered for a day, against a client's retry (dedupe.go)
 }

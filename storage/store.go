@@ -35,6 +35,8 @@ type Store struct {
 	// writeMu serialises Apply, Snapshot and Restore. Readers never take it:
 	// SQLite's WAL gives them a consistent view while a write runs.
 	writeMu sync.Mutex
+	// stmts are the statements Apply's commands run, prepared once.
+	stmts stmtCache
 
 	hub hub
 	// restored tells RunTextIndexer that Restore replaced the state.
@@ -105,7 +107,10 @@ func migrate(ctx context.Context, db *sql.DB) error {
 func SchemaVersion() int { return len(migrations) }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmts.close()
+	return s.db.Close()
+}
 
 // Path is the database file.
 func (s *Store) Path() string { return s.path }

@@ -55,7 +55,11 @@
 // recipient (quota decided just before) and the outbound queue item for the remote
 // ones, in one transaction. The client gets 250 only after that command is
 // applied through raft; if it cannot be applied the client gets 451 4.3.0
-// and nothing is stored. A Received: header (and, on local delivery,
+// and nothing is stored. A client that sends the same message again (the
+// same Message-ID and bytes, as after a 250 lost in a leader's failover)
+// within a day gets 250 and no second copy or queue item
+// (storage.Deliver.Dedupe); a message without Message-ID is never taken
+// for another. A Received: header (and, on local delivery,
 // Return-Path:) is prepended the way Postfix writes them (without reverse
 // DNS; the protocol is always ESMTP[S][A], as go-smtp does not tell HELO
 // from EHLO); the message itself is stored byte for byte, malformed or not

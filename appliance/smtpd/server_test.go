@@ -185,6 +185,7 @@ func TestInboundAcceptsHostedDomainsOnly(t *testing.T) {
 	p := port(e.inbound)
 	ir := base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00" + alicePass))
 	m, bounce := e.file(msgFrom("someone@remote.test", "inbound")), e.file([]byte("Subject: bounce\r\n\r\nA report.\r\n"))
+	m2 := e.file(msgFrom("someone@remote.test", "inbound-tls")) // the same message again would be a retry
 	out := e.py(
 		s("connect", "plain", p), s("ehlo"), // 0 1
 		s("mail", "someone@remote.test"), // 2
@@ -200,7 +201,7 @@ func TestInboundAcceptsHostedDomainsOnly(t *testing.T) {
 		s("cmd", "AUTH PLAIN "+ir),       // 13: no AUTH on port 25, even with TLS
 		s("mail", "someone@remote.test"), // 14
 		s("rcpt", "bob@example.test"),    // 15
-		s("data", m),                     // 16
+		s("data", m2),                    // 16
 		s("quit"),
 	)
 	if len(out) != 18 {

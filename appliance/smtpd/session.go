@@ -3,7 +3,9 @@ package smtpd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -428,7 +430,8 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Info("message refused: every recipient over quota", "id", id, "from", s.from)
 		return errMailboxFull
 	}
-	cmd := &storage.Deliver{Targets: targets, InternalDate: now.Unix(), Data: hdr.Bytes(), Tail: msg.Reader()}
+	cmd := &storage.Deliver{Targets: targets, InternalDate: now.Unix(), Data: hdr.Bytes(), Tail: msg.Reader(),
+		Dedupe: dedupe(header, msg.SHA256())}
 	if len(remote) > 0 {
 		cmd.Outbound = &storage.Outbound{ID: id, Sender: s.from, Recipients: remote, NextAttempt: now.Unix()}
 	}
@@ -451,15 +454,36 @@ func (s *session) Data(r io.Reader) error {
 	if cmd.Outbound != nil && s.srv.Enqueued != nil {
 		s.srv.Enqueued()
 	}
-	placed := len(targets)
+	placed, queued := len(targets), len(remote)
+	var dups []any
 	if res != nil {
-		placed = len(res.Placed)
+		placed, queued = len(res.Placed), len(remote)-len(res.DuplicateRemote)
+		if n := len(res.Duplicate) + len(res.DuplicateRemote); n > 0 {
+			// A client's retry of a message whose 250 it did not see.
+			dups = []any{"duplicate", n, "message_id", cmd.Dedupe.MessageID}
+		}
 	}
-	s.log.Info("message accepted", "id", id, "from", s.from, "local", placed, "remote", len(remote),
-		"size", size, "tls", cs != nil)
+	s.log.Info("message accepted", append([]any{"id", id, "from", s.from, "local", placed, "remote", queued,
+		"size", size, "tls", cs != nil}, dups...)...)
 	// go-smtp writes the code and text of a returned SMTPError as they
 	// are, so a 250 "error" gives Postfix's "queued as" reply.
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// dedupe identifies a message for the store's duplicate check: its
+// Message-ID (the client's: one this server added is new on every attempt)
+// and the hash of what the client sent. A retry after a lost 250 is then
+// acknowledged without a second copy. Nil without a Message-ID.
+func dedupe(header []byte, sum [sha256.Size]byte) *storage.Dedupe {
+	fields := headerFields(header, "Message-ID")
+	if len(fields) == 0 {
+		return nil
+	}
+	id := storage.NormalizeMessageID(fields[0].value)
+	if id == "" {
+		return nil
+	}
+	return &storage.Dedupe{MessageID: id, SHA256: hex.EncodeToString(sum[:])}
 }
 
 // reserve holds bytes of the in-flight budget while a message is in memory

@@ -10,7 +10,8 @@
 // io.SectionReader (for the virus scanner, and for storage.Encode to copy it
 // straight into the raft log entry), or whole into one buffer of exactly its
 // size, trace fields first (for the PEC gestore, which works on the message in
-// memory).
+// memory). Its SHA-256 is computed as it is written (for the SMTP server's
+// duplicate check).
 //
 // It is not a queue: nothing in it is durable or acknowledged. A message is
 // only safe once the store has it (raft), and the spool file is then
@@ -20,8 +21,10 @@ package spool
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -83,7 +86,8 @@ func (d *Dir) Receive(r io.Reader) (*File, error) {
 		return nil, fmt.Errorf("%w: %w", ErrWrite, err)
 	}
 	sf := &File{f: f}
-	w := bufio.NewWriterSize(&writerOnly{f: f, check: d.Check}, 64<<10)
+	h := sha256.New()
+	w := bufio.NewWriterSize(&writerOnly{f: f, check: d.Check, hash: h}, 64<<10)
 	n, err := io.Copy(w, r)
 	if err == nil {
 		err = w.Flush()
@@ -97,6 +101,7 @@ func (d *Dir) Receive(r io.Reader) (*File, error) {
 		return nil, err
 	}
 	sf.size = n
+	h.Sum(sf.sum[:0])
 	return sf, nil
 }
 
@@ -109,6 +114,7 @@ var ErrWrite = errors.New("spool: cannot write the message to disk")
 type writerOnly struct {
 	f       *os.File
 	check   func() error
+	hash    hash.Hash // of what was written
 	written int64
 }
 
@@ -124,6 +130,9 @@ func (w *writerOnly) Write(p []byte) (int, error) {
 	}
 	n, err := w.f.Write(p)
 	w.written += int64(n)
+	if w.hash != nil {
+		w.hash.Write(p[:n])
+	}
 	if err != nil {
 		return n, &writeError{err}
 	}
@@ -135,12 +144,17 @@ func (w *writerOnly) Write(p []byte) (int, error) {
 type File struct {
 	f      *os.File
 	size   int64
+	sum    [sha256.Size]byte
 	header []byte // read on first use
 	read   bool
 }
 
 // Size is the message's length in bytes.
 func (f *File) Size() int64 { return f.size }
+
+// SHA256 is the hash of the message as received, computed as it was
+// written (the SMTP server's duplicate check, storage.Dedupe).
+func (f *File) SHA256() [sha256.Size]byte { return f.sum }
 
 // Reader reads the message from the file; it is an io.ReaderAt with a
 // Size, as storage.Source wants.

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
@@ -33,6 +34,8 @@ func files(t *testing.T, dir string) []string {
 	return names
 }
 
+// TestAReceivedMessageIsOnDiskUntilClosed: it reads back whole, by its
+// header and by its hash, and Close removes it.
 func TestAReceivedMessageIsOnDiskUntilClosed(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	d, err := Open(dir)
@@ -54,6 +57,9 @@ func TestAReceivedMessageIsOnDiskUntilClosed(t *testing.T) {
 	all, err := f.ReadAll([]byte("Received: x\r\n"))
 	if want := "Received: x\r\n" + msg; err != nil || string(all) != want || cap(all) != len(want) {
 		t.Fatalf("ReadAll: %d bytes, cap %d (%v)", len(all), cap(all), err)
+	}
+	if f.SHA256() != sha256.Sum256([]byte(msg)) {
+		t.Fatalf("SHA256 is not the message's hash")
 	}
 	h, err := f.Header()
 	if err != nil || string(h) != "Subject: hello\r\nFrom: a@example.org\r\n\r\n" {
