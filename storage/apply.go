@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"modernc.org/sqlite"
@@ -186,7 +188,15 @@ func Decode(b []byte) (Command, error) {
 		return nil, fmt.Errorf("decode %s: bad body length", op)
 	}
 	body, rest := b[k:k+int(n)], b[k+int(n):]
-	if err := json.Unmarshal(body, c); err != nil {
+	// A field this binary does not know was added by a newer one: applying
+	// the command without it would apply it wrong (a Deliver's dedupe key,
+	// say), so it is a command this version does not know.
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return nil, &UnknownCommandError{Op: op + " with field " + field, Version: version}
+		}
 		return nil, fmt.Errorf("decode %s: %w", op, err)
 	}
 	if pl, ok := c.(payloader); ok {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -137,5 +138,33 @@ func TestAStoreStopsAtACommandItDoesNotKnowAndLosesNothing(t *testing.T) {
 	}
 	if ds, _ := s.Domains(ctx); len(ds) != 3 {
 		t.Fatalf("domains %+v", ds)
+	}
+}
+
+// A command with a field this version does not know comes from a newer
+// binary: it is not applied without the field (which would apply it
+// wrong) but stops the store like an unknown command.
+func TestACommandWithAFieldFromANewerVersionIsUnknown(t *testing.T) {
+	body := []byte(`{"name":"example.test","from_the_future":1}`)
+	op := (&AddDomain{}).Op()
+	data := []byte{versionMark}
+	data = binary.AppendUvarint(data, CommandVersion)
+	data = binary.AppendUvarint(data, uint64(len(op)))
+	data = append(data, op...)
+	data = binary.AppendUvarint(data, uint64(len(body)))
+	data = append(data, body...)
+	_, err := Decode(data)
+	var unknown *UnknownCommandError
+	if !errors.As(err, &unknown) || !strings.Contains(unknown.Op, "from_the_future") {
+		t.Fatalf("decode with a newer field: %v, want an UnknownCommandError naming the field", err)
+	}
+	t.Logf("refused: %v", err)
+	// The same without the field is an ordinary command.
+	body = []byte(`{"name":"example.test"}`)
+	data = data[:len(data)-len(`{"name":"example.test","from_the_future":1}`)-1]
+	data = binary.AppendUvarint(data, uint64(len(body)))
+	data = append(data, body...)
+	if c, err := Decode(data); err != nil || c.(*AddDomain).Name != "example.test" {
+		t.Fatalf("decode: %v, %v", c, err)
 	}
 }
