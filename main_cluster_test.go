@@ -513,3 +513,47 @@ func TestANodeWithoutALeaderExcludesItselfAndComesBack(t *testing.T) {
 		t.Errorf("SMTP greeting after the others came back: %q", g)
 	}
 }
+
+// A node joins only with a valid token: a revoked one is refused with a
+// clear error and the node does not start; `cluster remove` takes a
+// node out.
+func TestAJoinTokenIsNeededAndRevocableAndANodeCanBeRemoved(t *testing.T) {
+	ms := startCluster(t, 1)
+	first := ms[0]
+	token := strings.TrimSpace(first.cli("", "cluster", "token", "--ttl", "1h"))
+	id := strings.Split(token, ".")[1]
+	if list := first.cli("", "cluster", "token", "--list"); !strings.Contains(list, id) || strings.Contains(list, strings.Split(token, ".")[2]) {
+		t.Fatalf("token list %q: want the id %s and no secret", list, id)
+	}
+	first.cli("", "cluster", "token", "--revoke", id)
+	tokenFile := filepath.Join(t.TempDir(), "join.token")
+	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+	raftPort := freePort(t)
+	table := fmt.Sprintf("[cluster]\nnode_id = \"n2\"\nraft_addr = \"127.0.0.1:%d\"\njoin = [\"127.0.0.1:%d\"]\ntoken_file = %q\n",
+		raftPort, first.raftPort, tokenFile)
+	second := &member{id: "n2", raftPort: raftPort, instance: newInstance(t, "mx2.cluster.test", table)}
+	if err := second.startOnce(); err == nil {
+		t.Fatal("a node with a revoked token started")
+	}
+	second.mu.Lock()
+	out := second.output.String()
+	second.output.Reset()
+	second.mu.Unlock()
+	if !strings.Contains(out, "join token rejected") {
+		t.Fatalf("a revoked token: the node said %q, want \"join token rejected\"", out)
+	}
+	t.Logf("revoked token: %s", lastLine(out))
+
+	os.WriteFile(tokenFile, []byte(first.cli("", "cluster", "token")), 0o600)
+	second.start()
+	ms = append(ms, second)
+	waitCluster(t, first, "two nodes ready", func(st manage.ClusterStatus) bool { return len(st.Nodes) == 2 && allReady(st) })
+	first.cli("", "cluster", "remove", "n2")
+	st := waitCluster(t, first, "n2 removed", func(st manage.ClusterStatus) bool { return len(st.Nodes) == 1 })
+	t.Logf("after remove: %+v", st.Nodes)
+	if out, err := first.try("", "cluster", "remove", "n9"); err == nil {
+		t.Errorf("removing an unknown node: %s", out)
+	} else {
+		t.Logf("removing an unknown node: %v", err)
+	}
+}

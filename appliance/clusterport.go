@@ -372,6 +372,19 @@ func (c clusterOps) NewToken(ctx context.Context, ttl time.Duration) (string, er
 
 func (c clusterOps) Remove(ctx context.Context, id string) error { return c.svc.Remove(ctx, id) }
 
+func (c clusterOps) Tokens(ctx context.Context) ([]manage.JoinToken, error) {
+	ts, err := c.svc.Tokens(ctx)
+	out := make([]manage.JoinToken, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, manage.JoinToken{ID: t.ID, Created: t.Created, Expires: t.Expires, Expired: t.Expired})
+	}
+	return out, err
+}
+
+func (c clusterOps) RevokeToken(ctx context.Context, id string) error {
+	return c.svc.RevokeToken(ctx, id)
+}
+
 // loneNode answers the cluster operations of a node without raft_addr.
 type loneNode struct {
 	id     string
@@ -439,3 +452,8 @@ var _ io.Writer = warnWriter{}
 func pemOf(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
+
+func (loneNode) Tokens(context.Context) ([]manage.JoinToken, error) {
+	return nil, manage.ErrNotClustered
+}
+func (loneNode) RevokeToken(context.Context, string) error { return manage.ErrNotClustered }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -17,9 +18,11 @@ import (
 var clusterCommand = command{
 	name: "cluster",
 	usage: "cluster status | token [--ttl 24h] | remove NODE_ID\n" +
+		"cluster token --list | --revoke ID\n" +
 		"cluster recover [--yes]",
 	notes: []string{configNote, jsonNote,
-		"token prints a join token for [cluster] token_file of a new node (valid --ttl, default 24h)",
+		"token prints a join token for [cluster] token_file of a new node (valid --ttl, default 24h);",
+		"  the cluster keeps only its hash; --list shows the tokens (no secrets), --revoke ends one",
 		"recover runs on a STOPPED node when a majority of the nodes is lost for good: it makes",
 		"  this node the only member (the others must then join again); it asks you to type RECOVER"},
 	run: runCluster,
@@ -51,12 +54,41 @@ func runCluster(e *env, words []string) error {
 	case "token":
 		fs := e.flags("cluster token", true)
 		ttl := fs.Duration("ttl", 24*time.Hour, "how long the token may be used")
+		list := fs.Bool("list", false, "list the join tokens")
+		revoke := fs.String("revoke", "", "revoke the join token with this ID")
+		asJSON := jsonFlag(fs)
 		if _, err := e.parse(fs, rest, 0, 0); err != nil {
 			return err
 		}
 		cfg, err := e.config(fs, false)
 		if err != nil {
 			return err
+		}
+		switch {
+		case *list:
+			var ts []manage.JoinToken
+			if err := call(cfg, "cluster.tokens", nil, &ts); err != nil {
+				return err
+			}
+			if *asJSON {
+				return json.NewEncoder(e.stdout).Encode(ts)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tCREATED\tEXPIRES")
+			for _, t := range ts {
+				exp := t.Expires.Local().Format(time.DateTime)
+				if t.Expired {
+					exp += " (expired)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Created.Local().Format(time.DateTime), exp)
+			}
+			return tw.Flush()
+		case *revoke != "":
+			if err := call(cfg, "cluster.revoke", map[string]string{"id": *revoke}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "join token %s revoked\n", *revoke)
+			return nil
 		}
 		var tok string
 		if err := call(cfg, "cluster.token", map[string]string{"ttl": ttl.String()}, &tok); err != nil {

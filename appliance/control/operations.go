@@ -61,6 +61,10 @@ func operate(ctx context.Context, m *manage.Manager, a manage.Actor, req Request
 			return nil, &manage.Error{Code: manage.Invalid, Message: fmt.Sprintf("--ttl %q is not a duration (24h, 90m)", arg("ttl"))}
 		}
 		return m.ClusterToken(ctx, a, ttl)
+	case "cluster.tokens":
+		return m.ClusterTokens(ctx, a)
+	case "cluster.revoke":
+		return nil, m.RevokeToken(ctx, a, arg("id"))
 	case "cluster.remove":
 		return nil, m.RemoveNode(ctx, a, arg("node"))
 	case "settings.list":

@@ -3,7 +3,10 @@ package manage
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
+
+	"sigillo/storage"
 )
 
 // ClusterNode is one node as `sigillo cluster status` shows it.
@@ -27,10 +30,20 @@ type ClusterStatus struct {
 	Nodes []ClusterNode `json:"nodes"`
 }
 
+// JoinToken describes a join token without its secret.
+type JoinToken struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	Expired bool      `json:"expired"`
+}
+
 // Cluster is what the cluster operations need of the running node.
 type Cluster interface {
 	Nodes(ctx context.Context) ([]ClusterNode, error)
 	NewToken(ctx context.Context, ttl time.Duration) (string, error)
+	Tokens(ctx context.Context) ([]JoinToken, error)
+	RevokeToken(ctx context.Context, id string) error
 	Remove(ctx context.Context, nodeID string) error
 }
 
@@ -94,6 +107,50 @@ func (m *Manager) RemoveNode(ctx context.Context, a Actor, nodeID string) error 
 		if errors.Is(err, ErrNotClustered) {
 			return refuse(Conflict, "%s", ErrNotClustered.Error())
 		}
+		return wrap(err, Unavailable)
+	}
+	return nil
+}
+
+// ClusterTokens lists the join tokens (no secrets); for the operator.
+func (m *Manager) ClusterTokens(ctx context.Context, a Actor) ([]JoinToken, error) {
+	if err := operatorOnly(a, "the join tokens"); err != nil {
+		return nil, err
+	}
+	if m.Cluster == nil {
+		return nil, refuse(Unavailable, "no cluster on this node")
+	}
+	ts, err := m.Cluster.Tokens(ctx)
+	if errors.Is(err, ErrNotClustered) {
+		return nil, refuse(Conflict, "%s", ErrNotClustered.Error())
+	}
+	if err != nil {
+		return nil, wrap(err, Unavailable)
+	}
+	return ts, nil
+}
+
+// RevokeToken deletes a join token: no node can join with it any more;
+// for the operator.
+func (m *Manager) RevokeToken(ctx context.Context, a Actor, id string) error {
+	if err := operatorOnly(a, "revoking a join token"); err != nil {
+		return err
+	}
+	if id == "" {
+		return refuse(Invalid, "which token? (sigillo cluster token --list)")
+	}
+	if m.Cluster == nil {
+		return refuse(Unavailable, "no cluster on this node")
+	}
+	err := m.Cluster.RevokeToken(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotClustered):
+		return refuse(Conflict, "%s", ErrNotClustered.Error())
+	case err != nil && strings.Contains(err.Error(), "not a token id"):
+		return refuse(Invalid, "%s", err.Error())
+	case err != nil && storage.IsCode(err, storage.ErrNotFound):
+		return refuse(NotFound, "no join token %s", id)
+	case err != nil:
 		return wrap(err, Unavailable)
 	}
 	return nil
