@@ -219,9 +219,13 @@ func Open(ctx context.Context, cfg Config, store *storage.Store) (*Node, error) 
 	rc.SnapshotInterval = 24 * time.Hour
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.NoSnapshotRestoreOnStart = true
-	rc.HeartbeatTimeout = 500 * time.Millisecond
-	rc.ElectionTimeout = 500 * time.Millisecond
-	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	// raft's defaults: a leader unheard of for 1 to 2 s is replaced
+	// (failover within about 3 s), and a loaded machine (the race
+	// detector, a burst on two cores) does not lose its leader for
+	// nothing, as it did with half these values.
+	rc.HeartbeatTimeout = time.Second
+	rc.ElectionTimeout = time.Second
+	rc.LeaderLeaseTimeout = 500 * time.Millisecond
 	// A follower learns that an entry is committed from the leader's next
 	// append; when no command follows, that comes after CommitTimeout (to
 	// twice it). A follower that forwarded a write waits for it before
