@@ -557,3 +557,36 @@ func TestAJoinTokenIsNeededAndRevocableAndANodeCanBeRemoved(t *testing.T) {
 		t.Logf("removing an unknown node: %v", err)
 	}
 }
+
+// Two of three nodes lost for good: the survivor cannot take writes; the
+// operator stops it, runs `cluster recover`, and starts it: it leads alone
+// with all its data and takes writes again.
+func TestClusterRecoverBringsBackTheLastSurvivor(t *testing.T) {
+	ms := startCluster(t, 3)
+	ms[0].provision("cluster.test", "alice@cluster.test")
+	survivor := ms[2]
+	waitCluster(t, survivor, "the survivor has the mailbox", func(manage.ClusterStatus) bool {
+		out, err := survivor.try("", "mailbox", "list")
+		return err == nil && strings.Contains(out, "alice@cluster.test")
+	})
+	ms[0].stop(syscall.SIGKILL)
+	ms[1].stop(syscall.SIGKILL)
+	if out, err := survivor.try("", "domain", "add", "lost.test"); err == nil {
+		t.Fatalf("a write without a quorum succeeded: %s", out)
+	}
+	survivor.stop(syscall.SIGTERM)
+	if out, err := survivor.try("no\n", "cluster", "recover"); err == nil || !strings.Contains(err.Error(), "not confirmed") {
+		t.Fatalf("recover without confirmation: %v %s", err, out)
+	}
+	out := survivor.cli("RECOVER\n", "cluster", "recover")
+	t.Logf("cluster recover: %s", strings.TrimSpace(out))
+	survivor.start()
+	st := waitCluster(t, survivor, "the survivor leads alone", func(st manage.ClusterStatus) bool {
+		return len(st.Nodes) == 1 && leaders(st) == 1 && allReady(st)
+	})
+	t.Logf("after recover: %+v", st.Nodes)
+	survivor.cli("", "domain", "add", "after.test")
+	if got := survivor.cli("", "mailbox", "list"); !strings.Contains(got, "alice@cluster.test") {
+		t.Errorf("the recovered node lost the mailbox: %s", got)
+	}
+}
