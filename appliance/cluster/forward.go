@@ -132,7 +132,9 @@ type Forwarder struct {
 	// Timeout bounds a write whose context has no deadline (default 10 s).
 	Timeout time.Duration
 	// LeaderWait is how long to wait for a leader to be known, as during
-	// an election (default 2 s: an election takes about 1 s).
+	// an election (default 5 s: after a leader is killed the election
+	// takes 1 to 3 s, and an SMTP client told 4xx comes back only
+	// minutes later).
 	LeaderWait time.Duration
 }
 
@@ -206,7 +208,7 @@ func (f *Forwarder) logger() *slog.Logger {
 func (f *Forwarder) leader(ctx context.Context, refused string) (string, error) {
 	wait := f.LeaderWait
 	if wait <= 0 {
-		wait = 2 * time.Second
+		wait = 5 * time.Second
 	}
 	deadline := time.Now().Add(wait)
 	t := time.NewTicker(50 * time.Millisecond)
