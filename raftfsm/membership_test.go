@@ -15,23 +15,23 @@ import (
 	"sigillo/storage"
 )
 
-// peer is one node of an in-process cluster built through AddVoter.
-type peer struct {
+// voter is one node of an in-process cluster.
+type voter struct {
 	id    string
 	node  *Node
 	store *storage.Store
 	trans *raft.InmemTransport
 }
 
-// openCluster starts n nodes connected by in-memory transports: the first
+// openVoters starts n nodes connected by in-memory transports: the first
 // bootstraps, the others are added through AddVoter.
-func openCluster(t *testing.T, n int) []*peer {
+func openVoters(t *testing.T, n int) []*voter {
 	t.Helper()
-	return openClusterWith(t, n, Config{})
+	return openVotersWith(t, n, Config{})
 }
 
-// openClusterWith is openCluster with cfg for every node.
-func openClusterWith(t *testing.T, n int, cfg Config) []*peer {
+// openVotersWith is openVoters with cfg for every node.
+func openVotersWith(t *testing.T, n int, cfg Config) []*voter {
 	t.Helper()
 	trans := make([]*raft.InmemTransport, n)
 	for i := range trans {
@@ -44,7 +44,7 @@ func openClusterWith(t *testing.T, n int, cfg Config) []*peer {
 			}
 		}
 	}
-	ms := make([]*peer, n)
+	ms := make([]*voter, n)
 	for i := range ms {
 		dir := t.TempDir()
 		store, err := storage.Open(filepath.Join(dir, "sigillo.db"))
@@ -62,7 +62,7 @@ func openClusterWith(t *testing.T, n int, cfg Config) []*peer {
 			store.Close()
 			t.Fatal(err)
 		}
-		ms[i] = &peer{id: id, node: node, store: store, trans: trans[i]}
+		ms[i] = &voter{id: id, node: node, store: store, trans: trans[i]}
 		t.Cleanup(func() {
 			node.Close()
 			store.Close()
@@ -79,13 +79,13 @@ func openClusterWith(t *testing.T, n int, cfg Config) []*peer {
 }
 
 // Three nodes form a cluster through AddVoter; a follower refuses changes
-// of membership, adding a member twice changes nothing, a follower waits
+// of membership, adding a voter twice changes nothing, a follower waits
 // for the index the leader applied and then reads the command, and a
 // removed follower leaves the configuration.
 func TestAClusterFormsThroughAddVoterAndFollowersCatchUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ms := openCluster(t, 3)
+	ms := openVoters(t, 3)
 	leader, follower := ms[0].node, ms[1].node
 
 	servers, err := leader.Servers()
@@ -160,7 +160,7 @@ func TestAClusterFormsThroughAddVoterAndFollowersCatchUp(t *testing.T) {
 
 // A node that stops ends the waits on it with ErrUnavailable.
 func TestWaitAppliedEndsWhenTheNodeStops(t *testing.T) {
-	ms := openCluster(t, 1)
+	ms := openVoters(t, 1)
 	n := ms[0].node
 	done := make(chan error, 1)
 	go func() { done <- n.WaitApplied(context.Background(), n.AppliedIndex()+100) }()
@@ -204,7 +204,7 @@ func TestAppliedIndexStartsAtTheStores(t *testing.T) {
 func TestAFollowerCatchesUpFromASnapshot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ms := openClusterWith(t, 3, Config{TrailingLogs: 2, TrailingBytes: 1})
+	ms := openVotersWith(t, 3, Config{TrailingLogs: 2, TrailingBytes: 1})
 	n1, n3 := ms[0], ms[2]
 	n1.trans.Disconnect(n3.trans.LocalAddr())
 	var last uint64

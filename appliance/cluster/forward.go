@@ -121,8 +121,9 @@ type ForwardNode interface {
 // for the client).
 //
 // A command is sent again only when the leader surely did not take it:
-// it answered that it does not lead (then the command goes once to the
-// leader it names), or the connection could not be made. Once sent, a
+// it answered that it does not lead (then the command goes to the leader
+// it names, or the one this node learns of), or the connection could not
+// be made; three sends at most. Once sent, a
 // lost answer is ErrUnavailable: the client retries, and deliveries are
 // deduplicated by the store.
 type Forwarder struct {
@@ -132,7 +133,9 @@ type Forwarder struct {
 	// Timeout bounds a write whose context has no deadline (default 10 s).
 	Timeout time.Duration
 	// LeaderWait is how long to wait for a leader to be known, as during
-	// an election (default 2 s: an election takes about 1 s).
+	// an election (default 5 s: after a leader is killed the election
+	// takes 1 to 3 s, and an SMTP client told 4xx comes back only
+	// minutes later).
 	LeaderWait time.Duration
 }
 
@@ -185,7 +188,7 @@ func (f *Forwarder) Apply(ctx context.Context, cmd storage.Command) (storage.App
 			}
 			return storage.Applied{Index: a, Value: res.Value}, nil
 		}
-		if !next.retry || attempt > 0 {
+		if !next.retry || attempt+1 >= maxSends {
 			return storage.Applied{}, fmt.Errorf("%w: %s through the leader at %s: %w", raftfsm.ErrUnavailable, op, addr, err)
 		}
 		f.logger().Debug("forwarding again", "op", op, "to", next.addr, "after", err)
@@ -200,28 +203,36 @@ func (f *Forwarder) logger() *slog.Logger {
 	return f.Logger
 }
 
+// maxSends bounds the sends of one command: each send after the first
+// follows a failure that surely left the command out of the log (a node
+// that does not lead, a connection never made), while leadership moves.
+const maxSends = 3
+
+// refusedGrace is how long a node that said it does not lead is passed
+// over while this node still names it: after that it is asked again, since
+// it may have been elected again meanwhile (an election takes 0.5 to 1 s).
+const refusedGrace = time.Second
+
 // leader is the leader's address, "" when this node leads; it waits up to
-// LeaderWait for one to be known other than refused (a node that has just
-// said it does not lead).
+// LeaderWait for one to be known, preferring for refusedGrace one other
+// than refused (a node that has just said it does not lead).
 func (f *Forwarder) leader(ctx context.Context, refused string) (string, error) {
 	wait := f.LeaderWait
 	if wait <= 0 {
-		wait = 2 * time.Second
+		wait = 5 * time.Second
 	}
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	deadline := start.Add(wait)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if f.Node.IsLeader() {
 			return "", nil
 		}
-		if _, addr := f.Node.Leader(); addr != "" && addr != refused {
+		if _, addr := f.Node.Leader(); addr != "" && (addr != refused || time.Since(start) >= refusedGrace) {
 			return addr, nil
 		}
 		if time.Now().After(deadline) {
-			if refused != "" {
-				return "", fmt.Errorf("no leader known after %v but %s, which does not lead", wait, refused)
-			}
 			return "", fmt.Errorf("no leader known after %v", wait)
 		}
 		select {
