@@ -11,7 +11,13 @@ usage: cluster.py SCENARIO  with settings in the environment:
           same bytes, on the next node until it gets 250. The Message-IDs that
           got 250 are appended to OUT as they do.
   count:  IMAPS: prints one JSON object {message-id: copies in INBOX}.
+  peccount: IMAPS: prints one JSON object {kind: {message-id: copies}} of the
+          PEC messages in INBOX, kind the X-Ricevuta value (accettazione,
+          avvenuta-consegna, ...) or "posta-certificata" for a busta (its
+          X-Trasporto), message-id its X-Riferimento-Message-ID: the client's
+          Message-ID of the message it is about.
 """
+import email
 import email.utils
 import imaplib
 import json
@@ -105,6 +111,25 @@ def scenario_count():
                 if found:
                     mid = found.group(0).decode()
                     counts[mid] = counts.get(mid, 0) + 1
+    print(json.dumps(counts), flush=True)
+    m.logout()
+
+
+def scenario_peccount():
+    m = imap(int(E["IMAPS"]))
+    m.select("INBOX", readonly=True)
+    typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (X-RICEVUTA X-TRASPORTO X-RIFERIMENTO-MESSAGE-ID)])")
+    counts = {}
+    if typ == "OK":
+        for part in data:
+            if not isinstance(part, tuple):
+                continue
+            h = email.message_from_bytes(part[1])
+            kind = h.get("X-Ricevuta") or h.get("X-Trasporto") or "other"
+            ref = re.search(r"<[^>]*>", h.get("X-Riferimento-Message-ID", ""))
+            mid = ref.group(0) if ref else ""
+            per = counts.setdefault(kind.strip(), {})
+            per[mid] = per.get(mid, 0) + 1
     print(json.dumps(counts), flush=True)
     m.logout()
 

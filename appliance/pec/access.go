@@ -2,6 +2,8 @@ package pec
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -15,8 +17,26 @@ import (
 // as their own address (smtpd checks that). The formal checks decide
 // between the ricevuta di accettazione, with the busta di trasporto to every
 // recipient, and the avviso di non accettazione (and a 550 to the client).
+//
+// A submission with tx.Dedupe that was accepted before from the same sender
+// is acknowledged (an Outcome without Batch nor Reply) and nothing else:
+// the accepted one is recorded in the same batch as its receipts (a
+// storage.TrackReceived under submissionKey, in the table of the bustas
+// taken in charge, kept ForgetAfter), so that a retry racing it is refused
+// by the store (ErrConflict, a 4xx to the client) and its next attempt
+// finds it here.
 func (g *Gestore) Submit(ctx context.Context, tx Transaction) (*Outcome, error) {
 	at := g.now()
+	key := submissionKey(tx.Dedupe)
+	if key != "" {
+		seen, err := g.Store.AlreadyReceived(ctx, key, tx.Sender)
+		if err != nil {
+			return nil, unavailable("looking up accepted submissions", err)
+		}
+		if seen {
+			return &Outcome{Summary: "submission already accepted (Message-ID " + tx.Dedupe.MessageID + "): acknowledged again"}, nil
+		}
+	}
 	o := readOriginal(tx.Data)
 	dir, _, err := g.directory(ctx)
 	if err != nil {
@@ -80,6 +100,9 @@ func (g *Gestore) Submit(ctx context.Context, tx Transaction) (*Outcome, error) 
 	}
 	p.log(peclog.Entry{Time: at, Event: peclog.EventAccettazione, MsgID: id, RelatedIDs: related,
 		Sender: tx.Sender, Recipients: tx.Recipients, Subject: o.subject, Gestore: g.Provider})
+	if key != "" {
+		p.batch.Track = append(p.batch.Track, storage.Track{Op: storage.TrackReceived, MsgID: key, Recipient: tx.Sender, At: at.Unix()})
+	}
 
 	// The busta di trasporto, the same for every recipient.
 	postacert := withMessageID(tx.Data, id, o.msgID)
@@ -133,6 +156,23 @@ func (g *Gestore) Submit(ctx context.Context, tx Transaction) (*Outcome, error) 
 	}
 	return &Outcome{Batch: &p.batch, Queued: p.queued, ID: id,
 		Summary: fmt.Sprintf("accettazione: %d recipients, %d to other gestori, %d ordinary remote", len(rcpts), len(remotePEC), len(remoteOther))}, nil
+}
+
+// submissionKey is what records an accepted submission among the bustas
+// taken in charge (storage.TrackReceived, with the sender as recipient):
+// the SHA-256 of the client's Message-ID and content hash, behind a prefix
+// that no identificativo (always local@domain) has. "" when d is nil or
+// has no Message-ID.
+func submissionKey(d *storage.Dedupe) string {
+	if d == nil || d.SHA256 == "" {
+		return ""
+	}
+	id := storage.NormalizeMessageID(d.MessageID)
+	if id == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(id + "\x00" + d.SHA256))
+	return "submission:" + hex.EncodeToString(sum[:])
 }
 
 // formalCheck returns why a submission fails the checks of RFC 6109 §3.1.1,

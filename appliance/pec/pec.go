@@ -56,7 +56,9 @@ type Store interface {
 	// TrackedMessage is the tracking of a busta we sent to other
 	// gestori, one entry per recipient.
 	TrackedMessage(ctx context.Context, msgid string) ([]storage.Tracked, error)
-	// AlreadyReceived tells a busta taken in charge before for recipient.
+	// AlreadyReceived tells a busta taken in charge before for recipient
+	// (and a submission accepted before from a sender, by its
+	// submissionKey).
 	AlreadyReceived(ctx context.Context, msgid, recipient string) (bool, error)
 }
 
@@ -117,6 +119,13 @@ type Transaction struct {
 	Inbound, TLS bool
 	// Virus is the signature the scanner found in Data, or "".
 	Virus string
+	// Dedupe identifies a submission as the client sent it (its
+	// Message-ID and the SHA-256 of its bytes, without the Received:
+	// field of each attempt); nil, or without a Message-ID, there is no
+	// check. A submission accepted before from the same sender is
+	// acknowledged again without a second accettazione or busta: the
+	// client's retry after a 250 it never saw (a leader's failover).
+	Dedupe *storage.Dedupe
 }
 
 // Reply is an SMTP reply other than 250, for the caller to give once the

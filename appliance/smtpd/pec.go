@@ -24,7 +24,10 @@ const pecCopies = 6
 // The gestore works on the message in memory, copying it several times
 // (the postacert, the signed busta, a consegna completa): the transaction
 // holds pecCopies times its size of the in-flight budget meanwhile.
-func (s *session) pecData(id string, now time.Time, overTLS bool, prefix string, msg *spool.File, virus string) (reply error, handled bool) {
+//
+// dd identifies the message as the client sent it, for the access point's
+// duplicate check (pec.Transaction.Dedupe).
+func (s *session) pecData(id string, now time.Time, overTLS bool, prefix string, msg *spool.File, virus string, dd *storage.Dedupe) (reply error, handled bool) {
 	var pecRcpts, others []recipient
 	for _, rc := range s.rcpts {
 		if rc.pec || s.pecSender {
@@ -51,6 +54,9 @@ func (s *session) pecData(id string, now time.Time, overTLS bool, prefix string,
 		return errTempFailure, true
 	}
 	tx := pec.Transaction{Sender: s.from, Data: data, Inbound: s.mode == Inbound, TLS: overTLS, Virus: virus}
+	if s.pecSender {
+		tx.Dedupe = dd
+	}
 	for _, rc := range pecRcpts {
 		tx.Recipients = append(tx.Recipients, rc.addr)
 	}

@@ -400,7 +400,7 @@ func (s *session) Data(r io.Reader) error {
 		tls: cs, auth: s.user != nil, id: id, rcpt: forRcpt, at: now,
 	}) + string(added)
 	if s.srv.PEC != nil {
-		if reply, handled := s.pecData(id, now, cs != nil, recv+verdict.Header(), msg, verdict.Virus); handled {
+		if reply, handled := s.pecData(id, now, cs != nil, recv+verdict.Header(), msg, verdict.Virus, dedupe(header, msg.SHA256())); handled {
 			return reply
 		}
 	}
