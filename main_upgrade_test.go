@@ -136,7 +136,11 @@ func TestARollingUpgradeFollowersFirst(t *testing.T) {
 	ms := startCluster(t, 3)
 	ms[0].provision("cluster.test", "alice@cluster.test")
 	nextBin := next()
-	oldVersion := nodeIn(waitCluster(t, ms[0], "versions", func(manage.ClusterStatus) bool { return true }), ms[0].id).Version
+	st, err := ms[0].status(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldVersion := nodeIn(st, ms[0].id).Version
 
 	// The right way: the followers, one at a time, each back and ready
 	// before the next; the cluster takes a mailbox while each is down.
@@ -191,7 +195,7 @@ func TestARollingUpgradeFollowersFirst(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the new command with a follower on the old version: %v", err)
 	}
-	st := waitCluster(t, leader, left.id+" halted", func(st manage.ClusterStatus) bool {
+	st = waitCluster(t, leader, left.id+" halted", func(st manage.ClusterStatus) bool {
 		n := nodeIn(st, left.id)
 		return !n.Ready && strings.Contains(n.Reason, "halted") && strings.Contains(n.Reason, "upgrade")
 	})
