@@ -58,6 +58,7 @@ func need(t testing.TB, tool string) string { return apptest.NeedTool(t, tool) }
 type instance struct {
 	t       testing.TB
 	name    string
+	bin     string // the sigillo binary it serves with; "": the one TestMain built
 	dir     string
 	config  string
 	extra   string // config tables after [listen]
@@ -163,7 +164,11 @@ func (in *instance) start() {
 
 func (in *instance) startOnce() error {
 	in.t.Helper()
-	in.cmd = exec.Command(binary, "serve", "--config", in.config)
+	bin := in.bin
+	if bin == "" {
+		bin = binary
+	}
+	in.cmd = exec.Command(bin, "serve", "--config", in.config)
 	in.cmd.Stdout = lockedWriter{in}
 	in.cmd.Stderr = lockedWriter{in}
 	if err := in.cmd.Start(); err != nil {

@@ -11,7 +11,9 @@ import (
 	"strings"
 )
 
-// newCommand returns an empty command for op, for Decode.
+// newCommand returns an empty command for op, for Decode; nil for an op
+// this binary does not know. (nextVersionCommand adds the op of the test
+// build that stands for the next version: see upgradeprobe.go.)
 func newCommand(op string) Command {
 	switch op {
 	case "add-domain":
@@ -67,7 +69,7 @@ func newCommand(op string) Command {
 	case "lock-release":
 		return &Unlock{}
 	}
-	return nil
+	return nextVersionCommand(op)
 }
 
 // DefaultFolders are made for every new mailbox, with their special use.

@@ -76,5 +76,8 @@ func operate(ctx context.Context, m *manage.Manager, a manage.Actor, req Request
 	case "status":
 		return m.Status(ctx, a)
 	}
+	if v, known, err := nextVersionRequest(ctx, m, a, req); known {
+		return v, err
+	}
 	return nil, &manage.Error{Code: manage.Invalid, Message: fmt.Sprintf("unknown request %q", req.Op)}
 }
