@@ -58,7 +58,7 @@ func TestAStoreFromBeforeTheSearchIndexIsIndexedAfterAnUpgrade(t *testing.T) {
 	in.provision("upgrade.test", user)
 	imapLimits(t, in, "fill", user, "MESSAGES=40")
 	in.stop(syscall.SIGTERM)
-	// What the previous version left: no index, schema 8 (Python's sqlite3
+	// What the previous version left: no index, no dedupe table, schema 8 (Python's sqlite3
 	// edits the stopped server's database).
 	db := filepath.Join(in.dir, "data", "sigillo.db")
 	if _, err := os.Stat(db); err != nil {
@@ -67,7 +67,7 @@ func TestAStoreFromBeforeTheSearchIndexIsIndexedAfterAnUpgrade(t *testing.T) {
 	}
 	downgrade := `import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
-for q in ["DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"]:
+for q in ["DROP TABLE delivered", "DROP TABLE blob_fts", "DROP TABLE blob_text", "DROP TABLE blob_text_pending", "DROP INDEX messages_sha", "DELETE FROM meta WHERE key='text_indexed'", "PRAGMA user_version = 8"]:
     c.execute(q)
 c.commit()
 print(c.execute("SELECT count(*) FROM messages").fetchone()[0], "messages left without an index")

@@ -188,7 +188,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// Cluster-wide settings: the first node seeds them from its TOML; the
 	// replicated values win over any node's TOML (which is warned about),
 	// and changes at runtime reach the front ends that read them live.
-	if port == nil || port.bootstrap {
+	switch {
+	case port == nil:
+		// Alone, the file stays where the operator edits them.
+		if written, err := settings.Adopt(ctx, store, proposer, cfg); err != nil {
+			return err
+		} else if len(written) > 0 {
+			log.Info("settings taken from the configuration file", "keys", written)
+		}
+	case port.bootstrap:
 		if _, err := settings.Seed(ctx, store, proposer, cfg); err != nil {
 			return err
 		}

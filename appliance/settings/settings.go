@@ -172,6 +172,19 @@ func (s *setting) check(text string) (any, error) {
 // returns the keys it stored. [acme] keys are seeded only from a node
 // with [acme].
 func Seed(ctx context.Context, kv KV, p storage.Proposer, cfg config.Config) ([]string, error) {
+	return seed(ctx, kv, p, cfg, false)
+}
+
+// Adopt is Seed for a server alone (no raft_addr), whose TOML stays what
+// its operator edits: every cluster-wide key the file gives is written to
+// the store when the stored value differs, so a change of the file takes
+// effect at the next start as it always did; `settings set` of a key the
+// file gives lasts until then. It returns the keys written.
+func Adopt(ctx context.Context, kv KV, p storage.Proposer, cfg config.Config) ([]string, error) {
+	return seed(ctx, kv, p, cfg, true)
+}
+
+func seed(ctx context.Context, kv KV, p storage.Proposer, cfg config.Config, fileWins bool) ([]string, error) {
 	have, err := Load(ctx, kv)
 	if err != nil {
 		return nil, err
@@ -179,8 +192,16 @@ func Seed(ctx context.Context, kv KV, p storage.Proposer, cfg config.Config) ([]
 	var seeded []string
 	for i := range table {
 		s := &table[i]
-		if have.Has(s.key) || (s.acme && cfg.ACME == nil) {
+		if s.acme && cfg.ACME == nil {
 			continue
+		}
+		if have.Has(s.key) {
+			if !fileWins || !cfg.Gives(s.key) {
+				continue
+			}
+			if stored, ok := have.Text(s.key); ok && stored == s.format(s.get(&cfg)) {
+				continue
+			}
 		}
 		data, err := json.Marshal(s.get(&cfg))
 		if err != nil {

@@ -375,3 +375,34 @@ func TestREADMEDocumentsTheSplit(t *testing.T) {
 		}
 	}
 }
+
+// A server alone keeps its TOML as the place its operator edits: a key the
+// file gives, changed in the file, is the value after the next start; a
+// key the file leaves out keeps what `settings set` stored.
+func TestAServerAloneAdoptsWhatItsFileGivesAtEachStart(t *testing.T) {
+	ctx := context.Background()
+	s, p := cluster(t)
+	if _, err := settings.Adopt(ctx, s, p, node(t, n1TOML)); err != nil {
+		t.Fatal(err)
+	}
+	if err := settings.Set(ctx, p, "max_rejected_recipients", "7"); err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(n1TOML, "max_message_bytes = 52428800", "max_message_bytes = 10485760", 1)
+	written, err := settings.Adopt(ctx, s, p, node(t, edited))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(written, ",") != "max_message_bytes" {
+		t.Errorf("adopted %v, want only the edited max_message_bytes", written)
+	}
+	eff, ds := settings.Effective(node(t, edited), load(t, s))
+	if eff.MaxMessageBytes != 10485760 || eff.MaxRejectedRecipients != 7 || len(ds) != 0 {
+		t.Errorf("after the restart: max %d, max_rejected_recipients %d, disagreements %v; want the file's size and the set's 7",
+			eff.MaxMessageBytes, eff.MaxRejectedRecipients, ds)
+	}
+	again, _ := settings.Adopt(ctx, s, p, node(t, edited))
+	if len(again) != 0 {
+		t.Errorf("a start with the same file wrote %v", again)
+	}
+}
