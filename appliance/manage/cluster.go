@@ -74,7 +74,7 @@ func (m *Manager) ClusterToken(ctx context.Context, a Actor, ttl time.Duration) 
 	}
 	tok, err := m.Cluster.NewToken(ctx, ttl)
 	if errors.Is(err, ErrNotClustered) {
-		return "", refuse(Conflict, ErrNotClustered.Error())
+		return "", refuse(Conflict, "%s", ErrNotClustered)
 	}
 	if err != nil {
 		return "", wrap(err, Unavailable)
@@ -96,7 +96,7 @@ func (m *Manager) RemoveNode(ctx context.Context, a Actor, nodeID string) error 
 	}
 	if err := m.Cluster.Remove(ctx, nodeID); err != nil {
 		if errors.Is(err, ErrNotClustered) {
-			return refuse(Conflict, ErrNotClustered.Error())
+			return refuse(Conflict, "%s", ErrNotClustered)
 		}
 		return wrap(err, Unavailable)
 	}
