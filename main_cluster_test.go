@@ -26,8 +26,9 @@ type member struct {
 }
 
 // startCluster starts n nodes: the first bootstraps the cluster, the others
-// join through it with a token from `sigillo cluster token`.
-func startCluster(t *testing.T, n int) []*member {
+// join through it with a token from `sigillo cluster token`. Each setup
+// function sees each member before it starts (to set its env, say).
+func startCluster(t testing.TB, n int, setup ...func(*member)) []*member {
 	t.Helper()
 	var ms []*member
 	for i := 1; i <= n; i++ {
@@ -42,6 +43,9 @@ func startCluster(t *testing.T, n int) []*member {
 			table += fmt.Sprintf("join = [\"127.0.0.1:%d\"]\ntoken_file = %q\n", ms[0].raftPort, tokenFile)
 		}
 		m.instance = newInstance(t, fmt.Sprintf("mx%d.cluster.test", i), table)
+		for _, f := range setup {
+			f(m)
+		}
 		m.start()
 		ms = append(ms, m)
 	}
@@ -64,7 +68,7 @@ func (m *member) status(t testing.TB) (manage.ClusterStatus, error) {
 }
 
 // waitCluster waits up to 30 s until m's `cluster status` satisfies ok.
-func waitCluster(t *testing.T, m *member, what string, ok func(manage.ClusterStatus) bool) manage.ClusterStatus {
+func waitCluster(t testing.TB, m *member, what string, ok func(manage.ClusterStatus) bool) manage.ClusterStatus {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var st manage.ClusterStatus
@@ -99,7 +103,7 @@ func allReady(st manage.ClusterStatus) bool {
 }
 
 // leaderOf is the member that leads, by `cluster status` on from.
-func leaderOf(t *testing.T, ms []*member, from *member) *member {
+func leaderOf(t testing.TB, ms []*member, from *member) *member {
 	t.Helper()
 	st := waitCluster(t, from, "a leader", func(st manage.ClusterStatus) bool { return leaders(st) == 1 })
 	for _, node := range st.Nodes {
