@@ -103,6 +103,9 @@ func BenchmarkClusterSMTP(b *testing.B) {
 	oneP50, oneP99 := commitLatency(b, one)
 	leader := leaderOf(b, ms, ms[0])
 	p50, p99 := commitLatency(b, leader.instance)
+	if p50 <= 0 || p99 < p50 {
+		b.Errorf("the leader's cluster status shows commit p50 %v ms, p99 %v ms after the load", p50, p99)
+	}
 	oneRSS := procStatus(one.cmd.Process.Pid, "VmRSS")
 
 	oneRate, rate := oneLoad.rate(), clusterLoad.rate()
