@@ -22,7 +22,8 @@ test: check
 	$(GO) test -race -timeout 15m ./...
 
 # bench: `sigillo bench` against a fresh Sigillo (testdata/bench/sigillo.sh),
-# then the Go benchmarks of bench_test.go.
+# then the Go benchmarks of the root package (bench_*_test.go: among them
+# the three-node cluster's SMTP rate, commit latency, memory and failover).
 bench:
 	GO=$(GO) bash testdata/bench/sigillo.sh
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m .

@@ -74,7 +74,7 @@ func TestKillingTheLeaderUnderPECLoadKeepsEveryReceiptAndTheLegalLog(t *testing.
 	// only for the command line.
 	newInstance(t, "init.cluster.test", signer).cli("", "gestore", "init")
 
-	ms := startCluster(t, 3, signer)
+	ms := startCluster(t, 3, withConfig(signer))
 	certs := map[string]bool{}
 	for _, m := range ms {
 		certs[m.cli("", "gestore", "cert")] = true

@@ -31,8 +31,9 @@ type member struct {
 }
 
 // startCluster starts n nodes: the first bootstraps the cluster, the others
-// join through it with a token from `sigillo cluster token`.
-func startCluster(t *testing.T, n int, extra ...string) []*member {
+// join through it with a token from `sigillo cluster token`. Each setup
+// function sees each member before it starts (to set its env, say).
+func startCluster(t testing.TB, n int, setup ...func(*member)) []*member {
 	t.Helper()
 	var ms []*member
 	for i := 1; i <= n; i++ {
@@ -46,7 +47,10 @@ func startCluster(t *testing.T, n int, extra ...string) []*member {
 			}
 			table += fmt.Sprintf("join = [\"127.0.0.1:%d\"]\ntoken_file = %q\n", ms[0].raftPort, tokenFile)
 		}
-		m.instance = newInstance(t, fmt.Sprintf("mx%d.cluster.test", i), table+strings.Join(extra, ""))
+		m.instance = newInstance(t, fmt.Sprintf("mx%d.cluster.test", i), table)
+		for _, f := range setup {
+			f(m)
+		}
 		m.start()
 		ms = append(ms, m)
 	}
@@ -69,7 +73,7 @@ func (m *member) status(t testing.TB) (manage.ClusterStatus, error) {
 }
 
 // waitCluster waits up to 30 s until m's `cluster status` satisfies ok.
-func waitCluster(t *testing.T, m *member, what string, ok func(manage.ClusterStatus) bool) manage.ClusterStatus {
+func waitCluster(t testing.TB, m *member, what string, ok func(manage.ClusterStatus) bool) manage.ClusterStatus {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var st manage.ClusterStatus
@@ -104,7 +108,7 @@ func allReady(st manage.ClusterStatus) bool {
 }
 
 // leaderOf is the member that leads, by `cluster status` on from.
-func leaderOf(t *testing.T, ms []*member, from *member) *member {
+func leaderOf(t testing.TB, ms []*member, from *member) *member {
 	t.Helper()
 	st := waitCluster(t, from, "a leader", func(st manage.ClusterStatus) bool { return leaders(st) == 1 })
 	for _, node := range st.Nodes {
@@ -323,7 +327,7 @@ func TestAPausedLeaderStepsDownAndAcknowledgesNothingItCouldNotCommit(t *testing
 // leader's log no longer reaches back to it (snapshots every second,
 // small trailing log): it is sent a snapshot, then serves the same mail.
 func TestAStoppedFollowerCatchesUpFromASnapshot(t *testing.T) {
-	ms := startCluster(t, 3, "[raft]\nsnapshot_bytes = 1048576\nsnapshot_interval = \"1s\"\n")
+	ms := startCluster(t, 3, withConfig("[raft]\nsnapshot_bytes = 1048576\nsnapshot_interval = \"1s\"\n"))
 	ms[0].provision("cluster.test", "alice@cluster.test")
 	leader := leaderOf(t, ms, ms[0])
 	var follower *member
@@ -350,6 +354,14 @@ func TestAStoppedFollowerCatchesUpFromASnapshot(t *testing.T) {
 	}
 	line, _, _ := strings.Cut(out[i:], "\n")
 	t.Logf("%s: %s", follower.id, line)
+}
+
+// withConfig adds tables to every member's configuration.
+func withConfig(tables string) func(*member) {
+	return func(m *member) {
+		m.extra += tables
+		m.saveConfig()
+	}
 }
 
 // alive says whether the member's process runs.

@@ -70,6 +70,10 @@ type instance struct {
 	output  bytes.Buffer
 	exited  chan struct{}
 	exitErr error
+
+	// serveEnv is added to the server's environment (SIGILLO_CPUPROFILE,
+	// say).
+	serveEnv []string
 }
 
 func freePort(t testing.TB) int {
@@ -169,6 +173,9 @@ func (in *instance) startOnce() error {
 		bin = binary
 	}
 	in.cmd = exec.Command(bin, "serve", "--config", in.config)
+	if len(in.serveEnv) > 0 {
+		in.cmd.Env = append(os.Environ(), in.serveEnv...)
+	}
 	in.cmd.Stdout = lockedWriter{in}
 	in.cmd.Stderr = lockedWriter{in}
 	if err := in.cmd.Start(); err != nil {

@@ -171,7 +171,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	// Every write goes through the leader: a follower forwards it and
 	// waits until it has applied it (read your own writes).
 	var proposer storage.Proposer = node
-	var clusterInfo manage.Cluster = loneNode{id: nodeID, health: node.Health}
+	var clusterInfo manage.Cluster = loneNode{id: nodeID, node: node}
 	if port != nil {
 		fwd, svc, stopPort, err := port.serve(ctx, node, store, node.Health)
 		if err != nil {

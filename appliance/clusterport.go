@@ -218,7 +218,11 @@ func (p *clusterPort) serve(ctx context.Context, node *raftfsm.Node, store *stor
 			return map[string][]byte{acmeKeyFile: key}, nil
 		},
 		NodeID: p.nodeID, Advertise: p.cfg.AdvertiseAddr(), Version: Version, Logger: p.log,
-		Health: func() cluster.NodeStatus { return nodeStatus(p.nodeID, p.cfg.AdvertiseAddr(), health()) },
+		Health: func() cluster.NodeStatus {
+			st := nodeStatus(p.nodeID, p.cfg.AdvertiseAddr(), health())
+			st.CommitP50MS, st.CommitP99MS = commitMS(node)
+			return st
+		},
 	}
 	p.served = make(chan struct{})
 	go func() {
@@ -350,6 +354,12 @@ func nodeStatus(id, addr string, h raftfsm.Health) cluster.NodeStatus {
 		LastContactMS: h.LastContact.Milliseconds(), Version: Version, Ready: h.Ready, Reason: h.Reason}
 }
 
+// commitMS is the node's commit latency (p50, p99) in milliseconds.
+func commitMS(node *raftfsm.Node) (p50, p99 float64) {
+	a, b := node.CommitLatency()
+	return float64(a.Microseconds()) / 1000, float64(b.Microseconds()) / 1000
+}
+
 // clusterOps answers the cluster operations of manage.
 type clusterOps struct{ svc *cluster.Service }
 
@@ -361,7 +371,8 @@ func (c clusterOps) Nodes(ctx context.Context) ([]manage.ClusterNode, error) {
 	out := make([]manage.ClusterNode, 0, len(st))
 	for _, n := range st {
 		out = append(out, manage.ClusterNode{ID: n.ID, Address: n.Address, Role: n.Role, AppliedIndex: n.AppliedIndex, Lag: n.Lag,
-			LastContactMS: n.LastContactMS, Version: n.Version, Ready: n.Ready, Reason: n.Reason})
+			LastContactMS: n.LastContactMS, Version: n.Version, Ready: n.Ready, Reason: n.Reason,
+			CommitP50MS: n.CommitP50MS, CommitP99MS: n.CommitP99MS})
 	}
 	return out, nil
 }
@@ -387,14 +398,15 @@ func (c clusterOps) RevokeToken(ctx context.Context, id string) error {
 
 // loneNode answers the cluster operations of a node without raft_addr.
 type loneNode struct {
-	id     string
-	health func() raftfsm.Health
+	id   string
+	node *raftfsm.Node
 }
 
 func (l loneNode) Nodes(context.Context) ([]manage.ClusterNode, error) {
-	h := l.health()
+	h := l.node.Health()
+	p50, p99 := commitMS(l.node)
 	return []manage.ClusterNode{{ID: l.id, Address: "(none: no raft_addr)", Role: h.Role, AppliedIndex: h.Applied,
-		Version: Version, Ready: h.Ready, Reason: h.Reason}}, nil
+		Version: Version, Ready: h.Ready, Reason: h.Reason, CommitP50MS: p50, CommitP99MS: p99}}, nil
 }
 
 func (loneNode) NewToken(context.Context, time.Duration) (string, error) {

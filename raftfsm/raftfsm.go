@@ -156,6 +156,7 @@ type Node struct {
 	health    *healthState
 	stopped   chan struct{} // closed by Close
 	closeOnce sync.Once
+	latency   commitLatency // latency.go
 }
 
 // Open starts the node on store. A node with no raft state bootstraps a
@@ -405,6 +406,7 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (storage.Applied,
 	default:
 	}
 	wait := n.timeoutFor(ctx)
+	start := time.Now()
 	f := n.raft.Apply(data, wait)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
@@ -439,6 +441,7 @@ func (n *Node) Apply(ctx context.Context, cmd storage.Command) (storage.Applied,
 	if err != nil {
 		return storage.Applied{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, cmd.Op(), err)
 	}
+	n.latency.record(time.Since(start))
 	res, ok := f.Response().(storage.Result)
 	if !ok {
 		return storage.Applied{}, fmt.Errorf("%w: %s: no result", ErrUnavailable, cmd.Op())

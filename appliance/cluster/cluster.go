@@ -86,6 +86,11 @@ type NodeStatus struct {
 	LastContactMS int64  `json:"last_contact_ms"`
 	Version       string `json:"version"`
 	Reason        string `json:"reason,omitempty"`
+	// CommitP50MS and CommitP99MS are how long this node's latest
+	// commands took to commit (raftfsm.Node.CommitLatency), in ms: on the
+	// leader, every write of the cluster.
+	CommitP50MS float64 `json:"commit_p50_ms,omitempty"`
+	CommitP99MS float64 `json:"commit_p99_ms,omitempty"`
 }
 
 // Report is the whole of `sigillo cluster status --json`.

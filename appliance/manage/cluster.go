@@ -23,6 +23,10 @@ type ClusterNode struct {
 	Ready         bool   `json:"ready"`
 	// Reason says why the node is not ready.
 	Reason string `json:"reason,omitempty"`
+	// CommitP50MS and CommitP99MS are how long the node's latest commands
+	// took to commit, in ms (on the leader: every write of the cluster).
+	CommitP50MS float64 `json:"commit_p50_ms,omitempty"`
+	CommitP99MS float64 `json:"commit_p99_ms,omitempty"`
 }
 
 // ClusterStatus is every node of the cluster's configuration.
