@@ -18,8 +18,10 @@ package main
 //     prefix an earlier read on that node saw (monotonic reads). A failure
 //     here fails the test.
 //
-// A write that failed or timed out may have been applied: it is recorded
-// with an open end, so porcupine may place it anywhere after its call.
+// A write that failed or timed out may have been applied: if a read saw
+// its value it is closed at that read's answer, else it is left out (no
+// read could tell it happened). Monotonic reads are per node, across its
+// restarts too (the node keeps its database: NoSnapshotRestoreOnStart).
 
 import (
 	"crypto/tls"
