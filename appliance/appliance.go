@@ -24,6 +24,7 @@ import (
 	"sigillo/admin"
 	"sigillo/appliance/accounts"
 	"sigillo/appliance/authlimit"
+	"sigillo/appliance/cluster"
 	"sigillo/appliance/config"
 	"sigillo/appliance/connlimit"
 	"sigillo/appliance/control"
@@ -243,6 +244,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 
 	limiter := authlimit.Default()
 	auth := &accounts.Authenticator{Store: store, Limiter: limiter}
+	if fwd, ok := proposer.(*cluster.Forwarder); ok {
+		auth.Sync = fwd.Barrier
+	}
 	timeouts := cfg.Timeouts.Values()
 
 	runner := &queue.Runner{

@@ -42,6 +42,12 @@ type Authenticator struct {
 	// minutes; negative: never). Now is the clock (default time.Now).
 	CacheFor time.Duration
 	Now      func() time.Time
+	// Sync, if set, catches this node up with the cluster's leader (a read
+	// barrier). A failed login calls it and checks again when the mailbox
+	// changed meanwhile: a mailbox made, or a password changed, through
+	// another node an instant ago logs in on this one too. Unknown
+	// addresses and wrong passwords both pay it, so it tells nothing.
+	Sync func(ctx context.Context) error
 
 	once  sync.Once
 	slots chan struct{} // bounds concurrent argon2id checks
@@ -164,6 +170,15 @@ func (a *Authenticator) Check(ctx context.Context, username, password string) (s
 	ok, err := a.verify(ctx, mb.Address, hash, password, known)
 	if err != nil {
 		return storage.Mailbox{}, fmt.Errorf("login %s: %w", username, err)
+	}
+	if !ok && a.Sync != nil && a.Sync(ctx) == nil {
+		// Behind the leader? Check again what changed meanwhile.
+		if now, err := a.Store.MailboxByAddress(ctx, username); err == nil && now.PasswordHash != mb.PasswordHash {
+			mb = now
+			if ok, err = a.verify(ctx, mb.Address, mb.PasswordHash, password, true); err != nil {
+				return storage.Mailbox{}, fmt.Errorf("login %s: %w", username, err)
+			}
+		}
 	}
 	if !ok {
 		return storage.Mailbox{}, ErrAuthFailed

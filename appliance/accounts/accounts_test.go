@@ -103,3 +103,38 @@ func TestManyLoginsAtOnceAllSucceed(t *testing.T) {
 		}
 	}
 }
+
+// On a node a little behind its leader, a mailbox just made or a password
+// just changed elsewhere logs in: the failed check catches the node up
+// (Sync) and looks again. A wrong password stays wrong.
+func TestALoginOnANodeBehindItsLeaderCatchesUpFirst(t *testing.T) {
+	ctx := context.Background()
+	dir := &directory{mbs: map[string]storage.Mailbox{}}
+	var pending func()
+	syncs := 0
+	a := &Authenticator{Store: dir, Sync: func(context.Context) error {
+		syncs++
+		if pending != nil {
+			pending()
+			pending = nil
+		}
+		return nil
+	}}
+	pending = func() { dir.setPassword(t, "new@a.test", "made elsewhere") }
+	if _, err := a.Check(ctx, "new@a.test", "made elsewhere"); err != nil {
+		t.Fatalf("a mailbox made through another node an instant ago: %v", err)
+	}
+	pending = func() { dir.setPassword(t, "new@a.test", "changed elsewhere") }
+	if _, err := a.Check(ctx, "new@a.test", "changed elsewhere"); err != nil {
+		t.Fatalf("a password changed through another node an instant ago: %v", err)
+	}
+	if _, err := a.Check(ctx, "new@a.test", "wrong"); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, err := a.Check(ctx, "nobody@a.test", "x"); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("unknown address: %v", err)
+	}
+	if syncs != 4 {
+		t.Errorf("%d catch-ups, want one per failed first check (4)", syncs)
+	}
+}
