@@ -123,7 +123,10 @@ func TestASearchCostsNoMoreThanItsLimits(t *testing.T) {
 		if !strings.HasPrefix(st, c.want) || strings.Contains(st, "SERVERBUG") {
 			t.Errorf("%s: %q, want %s", c.what, st, c.want)
 		}
-		if took > time.Second {
+		// "At once": well under what an unbounded search costs, with room
+		// for the race detector on two cores shared with the other
+		// packages' tests (a 50 KiB line took 1.07 s there).
+		if took > 3*time.Second {
 			t.Errorf("%s: answered after %v", c.what, took)
 		}
 		if c.what == "a line over 50 KiB" {
