@@ -558,7 +558,6 @@ func TestAJoinTokenIsNeededAndRevocableAndANodeCanBeRemoved(t *testing.T) {
 
 	os.WriteFile(tokenFile, []byte(first.cli("", "cluster", "token")), 0o600)
 	second.start()
-	ms = append(ms, second)
 	waitCluster(t, first, "two nodes ready", func(st manage.ClusterStatus) bool { return len(st.Nodes) == 2 && allReady(st) })
 	first.cli("", "cluster", "remove", "n2")
 	st := waitCluster(t, first, "n2 removed", func(st manage.ClusterStatus) bool { return len(st.Nodes) == 1 })
