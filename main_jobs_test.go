@@ -55,7 +55,7 @@ func TestANodeGetsItsOwnIDAndRunsTheLeaderJobsWhileItLeads(t *testing.T) {
 	if !strings.Contains(a.logged(), "node_id="+id) {
 		t.Errorf("the start does not log node_id=%s", id)
 	}
-	started := logLines(a.logged(), "leader jobs started: queue, ca-refresh")
+	started := logLines(a.logged(), "leader jobs started: queue")
 	if len(started) != 1 {
 		t.Fatalf("leader jobs started %d times at start:\n%s", len(started), a.logged())
 	}
@@ -75,7 +75,7 @@ func TestANodeGetsItsOwnIDAndRunsTheLeaderJobsWhileItLeads(t *testing.T) {
 	}
 
 	a.stop(syscall.SIGTERM)
-	stopped := logLines(a.logged(), "leader jobs stopped: queue, ca-refresh")
+	stopped := logLines(a.logged(), "leader jobs stopped: queue")
 	if len(stopped) != 1 {
 		t.Fatalf("leader jobs stopped %d times at shutdown:\n%s", len(stopped), a.logged())
 	}
@@ -138,7 +138,7 @@ func TestAGestoreLeadsItsPECJobsToo(t *testing.T) {
 	a := newInstance(t, "mail.a.test", pecGestoreConfig(module, "sigillo", pins["sigillo"], "Example PEC S.p.A.", "posta-certificata@mail.a.test"))
 	a.cli("", "gestore", "init")
 	a.start()
-	const list = "queue, pec-timers, legal-log, ca-refresh"
+	const list = "queue, pec-timers, legal-log"
 	started := logLines(a.logged(), "leader jobs started: "+list)
 	if len(started) != 1 {
 		t.Fatalf("a gestore's leader jobs:\n%s", strings.Join(logLines(a.logged(), "leader jobs"), "\n"))

@@ -501,13 +501,20 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		store.RunTextIndexer(jobsCtx, log.With("component", "search"))
 	}()
 
+	// Every node renews its own certificate from the local CA.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		renewCertificates(jobsCtx, ca, log)
+	}()
+
 	// Leader-only jobs: one list, started when this node becomes leader
 	// and stopped when it stops leading. One node alone is always its own
 	// leader.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		leader.Run(jobsCtx, node, leaderJobs(runner, ca, gestore, gestoreKey, store, node, opts.Now, log), log.With("component", "leader"))
+		leader.Run(jobsCtx, node, leaderJobs(runner, gestore, gestoreKey, store, node, opts.Now, log), log.With("component", "leader"))
 	}()
 
 	addrs := map[string]string{}

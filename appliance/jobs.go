@@ -15,9 +15,10 @@ import (
 )
 
 // leaderJobs is the list of what only the leader does: the outbound
-// queue, the local CA's certificate refresh and, with a gestore, the PEC
-// timeouts and the legal log's daily signed head and 30-month purge.
-func leaderJobs(runner *queue.Runner, ca *tlsmgr.LocalCA, gestore *pec.Gestore, gestoreKey *signer.Signer,
+// queue and, with a gestore, the PEC timeouts and the legal log's daily
+// signed head and 30-month purge. (The local CA's certificates are every
+// node's own job: renewCertificates.)
+func leaderJobs(runner *queue.Runner, gestore *pec.Gestore, gestoreKey *signer.Signer,
 	store *storage.Store, proposer storage.Proposer, now func() time.Time, log *slog.Logger) []leader.Job {
 	jobs := []leader.Job{{Name: "queue", Run: runner.Run}}
 	if gestore != nil {
@@ -30,13 +31,12 @@ func leaderJobs(runner *queue.Runner, ca *tlsmgr.LocalCA, gestore *pec.Gestore, 
 				Chain: gestoreKey.Chain(), Now: now, Logger: log.With("component", "legallog")}).Run},
 		)
 	}
-	jobs = append(jobs, leader.Job{Name: "ca-refresh", Run: func(ctx context.Context) error {
-		renewCertificates(ctx, ca, log)
-		return nil
-	}})
 	return jobs
 }
 
+// renewCertificates renews this node's certificate from the local CA
+// (each node of a cluster has its own host name, so its own certificate)
+// when a third of its life is left, looking twice a day.
 func renewCertificates(ctx context.Context, ca *tlsmgr.LocalCA, log *slog.Logger) {
 	t := time.NewTicker(12 * time.Hour)
 	defer t.Stop()
