@@ -198,8 +198,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			log.Info("settings taken from the configuration file", "keys", written)
 		}
 	case port.bootstrap:
+		// A key added by this version is seeded through the leader; with
+		// no quorum yet (the whole cluster restarting) the node starts
+		// anyway, on its TOML's value, and seeds at its next start.
 		if _, err := settings.Seed(ctx, store, proposer, cfg); err != nil {
-			return err
+			log.Warn("cluster-wide settings not seeded now", "err", err)
 		}
 	}
 	toml := cfg
