@@ -83,11 +83,18 @@ func newCluster(t *testing.T, cfg Config) *cluster {
 // newClusterWith is newCluster with the test hooks of some members.
 func newClusterWith(t *testing.T, cfg Config, hooks map[string]Config) *cluster {
 	t.Helper()
+	return newClusterOf(t, 3, cfg, hooks)
+}
+
+// newClusterOf starts n nodes: n1 bootstraps and adds the others as
+// voters through Node.AddVoter, as a join does.
+func newClusterOf(t *testing.T, n int, cfg Config, hooks map[string]Config) *cluster {
+	t.Helper()
 	c := &cluster{t: t}
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= n; i++ {
 		c.members = append(c.members, &member{id: fmt.Sprintf("n%d", i), dir: t.TempDir()})
 	}
-	cfgs := make([]Config, 3)
+	cfgs := make([]Config, n)
 	for i, m := range c.members {
 		cfgs[i] = m.config(cfg)
 		cfgs[i].translate = hooks[m.id].translate
@@ -98,12 +105,15 @@ func newClusterWith(t *testing.T, cfg Config, hooks map[string]Config) *cluster 
 			m.close()
 		}
 	})
-	c.members[1].open(t, cfgs[1])
-	c.members[2].open(t, cfgs[2])
+	for i := 1; i < n; i++ {
+		c.members[i].open(t, cfgs[i])
+	}
 	cfgs[0].Bootstrap = true
 	c.members[0].open(t, cfgs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	for _, m := range c.members[1:] {
-		if err := c.members[0].node.raft.AddVoter(raft.ServerID(m.id), m.addr(), 0, 10*time.Second).Error(); err != nil {
+		if err := c.members[0].node.AddVoter(ctx, m.id, string(m.addr())); err != nil {
 			t.Fatalf("add %s: %v", m.id, err)
 		}
 	}
