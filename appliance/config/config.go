@@ -65,6 +65,8 @@ type Config struct {
 	Raft Raft `toml:"raft"`
 	// Cluster is this node's place in a cluster ([cluster]).
 	Cluster Cluster `toml:"cluster"`
+	// Backup is where and how often the store is backed up ([backup]).
+	Backup Backup `toml:"backup"`
 
 	// Given are the keys the file set, dotted as in the file
 	// ("max_message_bytes", "pec.provider_name", "routes", "acme"); nil
@@ -442,6 +444,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Raft.validate(); err != nil {
+		return err
+	}
+	if err := c.Backup.validate(); err != nil {
 		return err
 	}
 	if err := c.Cluster.validate(); err != nil {
