@@ -196,6 +196,19 @@ func (v *View) CopyTo(ctx context.Context, path string) error {
 	return nil
 }
 
+// AppliedIndex is the raft log index of the last command the view holds.
+func (v *View) AppliedIndex(ctx context.Context) (uint64, error) {
+	var n int64
+	err := v.conn.QueryRowContext(ctx, "SELECT value FROM meta WHERE key='applied_index'").Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("applied index: %w", err)
+	}
+	return uint64(n), nil
+}
+
 // Close ends the view.
 func (v *View) Close() error {
 	v.conn.ExecContext(context.Background(), "ROLLBACK")
