@@ -160,9 +160,13 @@ type Server struct {
 	Proposer        storage.Proposer
 	Auth            *accounts.Authenticator
 	TLSConfig       *tls.Config
-	MaxMessageBytes int64        // default 30 MiB → 552 5.3.4 when exceeded
-	Logger          *slog.Logger // default slog.Default()
-	Now             func() time.Time
+	MaxMessageBytes int64 // default 30 MiB → 552 5.3.4 when exceeded
+	// MaxMessageBytesNow, if set, is the limit for a connection accepted
+	// now (the cluster-wide setting, changeable at run time); 0 or unset
+	// means MaxMessageBytes.
+	MaxMessageBytesNow func() int64
+	Logger             *slog.Logger // default slog.Default()
+	Now                func() time.Time
 	// StorageCheck, if set, is asked at MAIL FROM whether there is room
 	// for a message; an error answers 452 4.3.1 (Postfix's queue_minfree).
 	StorageCheck func() error // default time.Now
@@ -263,22 +267,25 @@ func (s *Server) Serve(ln net.Listener, mode Mode) error {
 		ln.Close()
 		return fmt.Errorf("smtpd: unknown mode %d", int(mode))
 	}
-	inner := smtp.NewServer(timedBackend{&backend{srv: s, mode: mode}})
-	inner.Domain = s.hostname()
-	inner.MaxMessageBytes = s.maxBytes()
-	inner.MaxRecipients = MaxRecipients
-	// go-smtp applies one line limit to commands and to DATA. RFC 5321
-	// says 1000 octets, but real mail (generated HTML, long headers)
-	// exceeds it, and Postfix accepts such lines: allow 64 KiB, which
-	// still bounds the memory one line can take.
-	inner.MaxLineLength = MaxLineLength
-	// go-smtp sets a read deadline each time it waits for the client;
-	// the connection's deadline.Conn replaces it with the policy's.
-	inner.ReadTimeout = s.timeouts().Session
-	inner.WriteTimeout = s.timeouts().Session
-	inner.AllowInsecureAuth = false
-	inner.TLSConfig = s.TLSConfig
-	inner.ErrorLog = errorLog{s.logger().With("mode", mode.String())}
+	newInner := func(limit int64) *smtp.Server {
+		inner := smtp.NewServer(timedBackend{&backend{srv: s, mode: mode}})
+		inner.Domain = s.hostname()
+		inner.MaxMessageBytes = limit
+		inner.MaxRecipients = MaxRecipients
+		// go-smtp applies one line limit to commands and to DATA. RFC 5321
+		// says 1000 octets, but real mail (generated HTML, long headers)
+		// exceeds it, and Postfix accepts such lines: allow 64 KiB, which
+		// still bounds the memory one line can take.
+		inner.MaxLineLength = MaxLineLength
+		// go-smtp sets a read deadline each time it waits for the client;
+		// the connection's deadline.Conn replaces it with the policy's.
+		inner.ReadTimeout = s.timeouts().Session
+		inner.WriteTimeout = s.timeouts().Session
+		inner.AllowInsecureAuth = false
+		inner.TLSConfig = s.TLSConfig
+		inner.ErrorLog = errorLog{s.logger().With("mode", mode.String())}
+		return inner
+	}
 
 	tl := &trackingListener{Listener: ln, srv: s, mode: mode}
 	s.mu.Lock()
@@ -288,11 +295,10 @@ func (s *Server) Serve(ln net.Listener, mode Mode) error {
 		ln.Close()
 		return nil
 	}
-	s.inners = append(s.inners, inner)
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
 
-	err := inner.Serve(tl)
+	err := (&byLimit{srv: s, mode: mode, make: newInner, addr: ln.Addr()}).serve(tl)
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
