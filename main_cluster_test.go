@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/smtp"
 	"os"
 	"os/exec"
@@ -174,6 +175,53 @@ func TestThreeNodesServeOneMailService(t *testing.T) {
 			t.Errorf("%s does not list the mailbox: %s", m.id, got)
 		}
 	}
+
+	// A cluster-wide setting changed on node 1 reaches SMTP on node 3
+	// without a restart: a new session gets the new size limit.
+	ms[0].cli("", "settings", "set", "max_message_bytes", "2000")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		reply := smtpSizeProbe(t, ms[2].ports["smtp"], 3000)
+		if strings.HasPrefix(reply, "552") {
+			t.Logf("node 3 after `settings set max_message_bytes 2000` on node 1: MAIL SIZE=3000 → %s", reply)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 3 still answers MAIL SIZE=3000 with %q 5 s after max_message_bytes was set to 2000", reply)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// smtpSizeProbe opens an SMTP session on port, says EHLO and MAIL FROM
+// with SIZE=size, and returns the reply to MAIL.
+func smtpSizeProbe(t *testing.T, port, size int) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	reply := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("SMTP probe: %v", err)
+			}
+			if len(line) < 4 || line[3] != '-' {
+				return strings.TrimSpace(line)
+			}
+		}
+	}
+	reply()
+	fmt.Fprintf(c, "EHLO probe.remote.test\r\n")
+	reply()
+	fmt.Fprintf(c, "MAIL FROM:<someone@remote.test> SIZE=%d\r\n", size)
+	out := reply()
+	fmt.Fprintf(c, "QUIT\r\n")
+	return out
 }
 
 // load sends count messages through every member's submission port (a
