@@ -166,7 +166,13 @@ type backuper interface {
 // CopyTo writes the view to a new database file at path with SQLite's
 // online backup, a few pages at a time.
 func (v *View) CopyTo(ctx context.Context, path string) error {
-	err := v.conn.Raw(func(dc any) error {
+	return copyConn(ctx, v.conn, path)
+}
+
+// copyConn writes what conn sees to a new database file at path with
+// SQLite's online backup, a few pages at a time.
+func copyConn(ctx context.Context, conn *sql.Conn, path string) error {
+	err := conn.Raw(func(dc any) error {
 		b, ok := dc.(backuper)
 		if !ok {
 			return errors.New("the SQLite driver has no backup API")

@@ -307,3 +307,29 @@ func TestABounceGoesWithItsQueueUpdateOrNotAtAll(t *testing.T) {
 		t.Fatalf("decode: %+v %v", c, err)
 	}
 }
+
+func TestADatabaseFileIsCopiedAsItIs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(filepath.Join(dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	(&applier{t: t, s: s}).must(&AddDomain{Name: "copy.test"})
+	// The server is still running (the WAL holds the write): the copy has it.
+	if err := CopyDatabase(ctx, filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c, err := OpenReadOnly(filepath.Join(dir, "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ds, err := c.Domains(ctx); err != nil || len(ds) != 1 || ds[0].Name != "copy.test" {
+		t.Fatalf("copy holds %+v, %v", ds, err)
+	}
+	if err := CopyDatabase(ctx, filepath.Join(dir, "none.db"), filepath.Join(dir, "c.db")); err == nil {
+		t.Fatal("a missing file was copied")
+	}
+}
