@@ -3,6 +3,11 @@
 // stored next to a manifest that lists their sizes and SHA-256 and may be signed with the gestore key.
 // The manifest is written last, so a set without one is incomplete and invisible.
 //
+// What protects what: the SHA-256 of every part finds damage (a flipped bit, a cut upload); age's
+// MAC finds any change to an encrypted part; only the manifest's signature, checked against the
+// gestore's CA (VerifySignature with roots), shows who wrote the set. An unsigned, unencrypted set
+// can be rewritten whole, manifest included, by whoever can write to the target.
+//
 // It is not where backups go (package target implements Store for directories and S3), nor when
 // they are taken (package backup), nor how a node is rebuilt from them (package restore). It holds
 // nothing in memory whole: parts stream from their Source to the Store and back.

@@ -278,7 +278,7 @@ func TestAPartShorterLongerOrMissingIsRefused(t *testing.T) {
 				_, err = f.Write([]byte("appended"))
 				return err
 			}},
-			{"missing", "open on file://", os.Remove},
+			{"missing", "missing on file://", os.Remove},
 		} {
 			t.Run(fmt.Sprintf("encrypted=%v/%s", enc, tc.name), func(t *testing.T) {
 				root := t.TempDir()

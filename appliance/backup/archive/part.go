@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 
@@ -165,8 +166,11 @@ func openStored(ctx context.Context, st Store, m Manifest, part string) (*checke
 		return nil, fmt.Errorf("%s: no part %q (it has %s)", m.setName(), part, strings.Join(names, ", "))
 	}
 	rc, err := st.Get(ctx, dir(m.Kind, m.ID)+part)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, damaged(err, "%s: part %s: missing on %s", m.setName(), part, st)
+	}
 	if err != nil {
-		return nil, damaged(err, "%s: part %s: open on %s: %v", m.setName(), part, st, err)
+		return nil, fmt.Errorf("%s: part %s: open on %s: %w", m.setName(), part, st, err)
 	}
 	return &checkedReader{ctx: ctx, rc: rc, set: m.setName(), info: info, h: sha256.New()}, nil
 }
