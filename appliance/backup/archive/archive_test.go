@@ -117,7 +117,7 @@ func TestASetReadsBackByteForByte(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
-			st := dirStore{root}
+			st := fileTarget(t, root)
 			m, err := archive.Write(ctx, st, snapshotManifest(), sources(want), archive.Options{Recipients: tc.recipients})
 			if err != nil {
 				t.Fatal(err)
@@ -181,7 +181,7 @@ func TestASetReadsBackByteForByte(t *testing.T) {
 	}
 }
 
-// storedPath is where dirStore keeps a part.
+// storedPath is where the file target keeps a part.
 func storedPath(root string, m archive.Manifest, part string) string {
 	return filepath.Join(root, m.Kind+"s", m.ID, part)
 }
@@ -218,7 +218,7 @@ func TestAFlippedByteIsFoundInEveryPart(t *testing.T) {
 			for pos, at := range where {
 				t.Run(fmt.Sprintf("encrypted=%v/%s/%s", enc, part, pos), func(t *testing.T) {
 					root := t.TempDir()
-					st := dirStore{root}
+					st := fileTarget(t, root)
 					m, err := archive.Write(ctx, st, snapshotManifest(), sources(want), opt)
 					if err != nil {
 						t.Fatal(err)
@@ -282,7 +282,7 @@ func TestAPartShorterLongerOrMissingIsRefused(t *testing.T) {
 		} {
 			t.Run(fmt.Sprintf("encrypted=%v/%s", enc, tc.name), func(t *testing.T) {
 				root := t.TempDir()
-				st := dirStore{root}
+				st := fileTarget(t, root)
 				m, err := archive.Write(ctx, st, snapshotManifest(), sources(want), opt)
 				if err != nil {
 					t.Fatal(err)
@@ -310,7 +310,7 @@ func TestAPartShorterLongerOrMissingIsRefused(t *testing.T) {
 // The wrong age key, and no key at all, are told apart from damage.
 func TestTheWrongIdentityIsToldClearly(t *testing.T) {
 	ctx := context.Background()
-	st := dirStore{t.TempDir()}
+	st := fileTarget(t, t.TempDir())
 	right, wrong := newKey(t), newKey(t)
 	m, err := archive.Write(ctx, st, snapshotManifest(), sources(nodeFiles(t)), archive.Options{Recipients: []age.Recipient{right.Recipient()}})
 	if err != nil {
@@ -341,7 +341,7 @@ func TestTheWrongIdentityIsToldClearly(t *testing.T) {
 func TestAnIncompleteSetIsNotListed(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	st := dirStore{root}
+	st := fileTarget(t, root)
 	files := nodeFiles(t)
 
 	// A set that was being written when the node died: parts, no manifest.
@@ -406,7 +406,7 @@ func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 func TestSetsAreOldestFirstAndBadManifestsReported(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	st := dirStore{root}
+	st := fileTarget(t, root)
 	f := nodeFiles(t)
 	for _, idx := range []uint64{300, 100, 200} {
 		m := snapshotManifest()
@@ -458,7 +458,7 @@ func TestSetsAreOldestFirstAndBadManifestsReported(t *testing.T) {
 func TestANewerFormatIsRefused(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	st := dirStore{root}
+	st := fileTarget(t, root)
 	m, err := archive.Write(ctx, st, snapshotManifest(), sources(nodeFiles(t)), archive.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +483,7 @@ func TestANewerFormatIsRefused(t *testing.T) {
 
 func TestBadPartNamesAreRefused(t *testing.T) {
 	ctx := context.Background()
-	st := dirStore{t.TempDir()}
+	st := fileTarget(t, t.TempDir())
 	for _, name := range []string{"", "..", "a/b", "manifest.json"} {
 		srcs := sources(nodeFiles(t))
 		srcs[0].Name = name

@@ -48,7 +48,7 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 // leaves nothing on the target and no goroutine behind; so does a read stopped half way.
 func TestAStoppedBackupLeavesNothing(t *testing.T) {
 	root := t.TempDir()
-	st := dirStore{root}
+	st := fileTarget(t, root)
 	key := newKey(t)
 	base := runtime.NumGoroutine()
 
@@ -96,7 +96,7 @@ func TestAStoppedBackupLeavesNothing(t *testing.T) {
 // A log set: raft entries encoded into the "entries" part, written encrypted, read back in order.
 func TestALogSetCarriesEntries(t *testing.T) {
 	ctx := context.Background()
-	st := dirStore{t.TempDir()}
+	st := fileTarget(t, t.TempDir())
 	key := newKey(t)
 	want := sampleEntries()
 	body := encodeEntries(t, want)

@@ -33,7 +33,7 @@ func TestKeyFilesFromAgeKeygen(t *testing.T) {
 		t.Fatalf("identities: %d, %v", len(ids), err)
 	}
 	ctx := context.Background()
-	st := dirStore{t.TempDir()}
+	st := fileTarget(t, t.TempDir())
 	want := nodeFiles(t)
 	m, err := archive.Write(ctx, st, snapshotManifest(), sources(want), archive.Options{Recipients: recs})
 	if err != nil {

@@ -79,7 +79,7 @@ func TestASignedManifestVerifiesAndATamperedOneDoesNot(t *testing.T) {
 		t.Run(tc.alg, func(t *testing.T) {
 			g := newGestore(t, tc.key)
 			root := t.TempDir()
-			st := dirStore{root}
+			st := fileTarget(t, root)
 			m, err := archive.Write(ctx, st, snapshotManifest(), sources(nodeFiles(t)), archive.Options{Signer: g.key, Chain: g.chain})
 			if err != nil {
 				t.Fatal(err)
@@ -130,7 +130,7 @@ func TestASignedManifestVerifiesAndATamperedOneDoesNot(t *testing.T) {
 
 func TestSignerMistakesAreRefused(t *testing.T) {
 	ctx := context.Background()
-	st := dirStore{t.TempDir()}
+	st := fileTarget(t, t.TempDir())
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	g := newGestore(t, key)

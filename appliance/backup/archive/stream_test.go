@@ -83,7 +83,7 @@ func heapPeak(every time.Duration) (stop func() uint64) {
 func TestALargePartStreamsInBoundedMemory(t *testing.T) {
 	const size = 200 << 20
 	ctx := context.Background()
-	st := dirStore{t.TempDir()}
+	st := fileTarget(t, t.TempDir())
 	key := newKey(t)
 	db := newBigDB(size)
 	src := []archive.Source{{Name: "sigillo.db", Kind: "database", Open: func(context.Context) (io.ReadCloser, error) {
