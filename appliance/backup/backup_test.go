@@ -252,7 +252,7 @@ func TestOneTargetDownDoesNotStopTheOtherAndItCatchesUpWhenFixed(t *testing.T) {
 		return b.Status()[0].ShippedIndex == applied
 	})
 	st := b.Status()
-	if st[1].LastError == "" || st[1].LastErrorTime.IsZero() || st[1].NextAttempt.IsZero() || st[1].LastSnapshot != "" {
+	if !strings.Contains(st[1].LastError, bad.store.String()) || st[1].LastErrorTime.IsZero() || st[1].NextAttempt.IsZero() || st[1].LastSnapshot != "" {
 		t.Errorf("status of the failing target: %+v", st[1])
 	}
 	if st[0].Failures != 0 || st[0].LastID == "" {
@@ -412,15 +412,12 @@ func TestTheLogCommittedAfterASnapshotIsShipped(t *testing.T) {
 	n.deliver(mbox, 1)
 	stop = runJob(t, backup.New(cfg, n))
 	applied, _ = n.AppliedIndex(ctx)
-	eventually(t, "a snapshot in place of the lost entries", func() bool {
-		ms := snapshots(t, tgt.store)
-		return ms[len(ms)-1].Index == applied
+	// Retention (keep_last = 1) then drops the first snapshot and the logs it made useless.
+	eventually(t, "a snapshot in place of the lost entries, alone on the target", func() bool {
+		ms, ls := snapshots(t, tgt.store), logSets(t, tgt.store)
+		return len(ms) == 1 && ms[0].Index == applied && len(ls) == 0
 	})
 	stop()
-	// Retention (keep_last = 1) dropped the first snapshot and the logs it made useless.
-	if ms, ls := snapshots(t, tgt.store), logSets(t, tgt.store); len(ms) != 1 || len(ls) != 0 {
-		t.Errorf("after retention: %d snapshots, %d log sets (want 1 and 0)", len(ms), len(ls))
-	}
 }
 
 func TestADamagedManifestIsListedAsDamaged(t *testing.T) {
@@ -480,8 +477,8 @@ func TestListNamesATargetItCannotRead(t *testing.T) {
 // TestMemoryStaysFlatWhileALargeStoreIsBackedUp backs up a store of
 // 100 MB of messages to two targets at once and samples the heap.
 func TestMemoryStaysFlatWhileALargeStoreIsBackedUp(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fills a 100 MB store")
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skip("fills a 100 MB store (never skipped under CI=true)")
 	}
 	ctx := context.Background()
 	n := newNode(t)

@@ -63,7 +63,7 @@ func (b *Backuper) shipLog(ctx context.Context, ts *targetState) (gone bool, err
 			b.log.Info("backup log entries gone from the raft log: a snapshot follows", "target", ts.name, "from", from)
 			return true, nil
 		}
-		return false, fmt.Errorf("log %s to %s: %w", m.ID, ts.name, err)
+		return false, err // archive's errors name the set and the target
 	}
 	b.succeeded(ts, written)
 	b.log.Debug("backup log shipped", "target", ts.name, "id", written.ID, "entries", to-from+1,

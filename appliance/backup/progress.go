@@ -17,7 +17,8 @@ type Progress struct {
 	// encrypted).
 	Bytes int64
 	// Read is how much of the parts has been read so far, of Total: the
-	// size of the database copy and the config file (for a percentage).
+	// size of the database copy and the config file (for a percentage;
+	// secrets.tar, a few kilobytes, is not in Total).
 	Read, Total int64
 	// Done is set on the target's last report, with Err when it failed.
 	Done bool

@@ -96,11 +96,11 @@ func (b *Backuper) runTarget(ctx context.Context, ts *targetState) {
 func (b *Backuper) learn(ctx context.Context, ts *targetState) (time.Duration, error) {
 	snaps, err := b.sets(ctx, ts.t.Store, archive.KindSnapshot)
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", ts.name, err)
+		return 0, err
 	}
 	logs, err := b.sets(ctx, ts.t.Store, archive.KindLog)
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", ts.name, err)
+		return 0, err
 	}
 	if len(snaps) == 0 {
 		b.learned(ts, nil, 0)

@@ -193,7 +193,7 @@ func (b *Backuper) writeSnapshot(ctx context.Context, ts *targetState, s *snapsh
 		written, err = archive.ReadManifest(ctx, ts.t.Store, m.Kind, m.ID)
 	}
 	if err != nil {
-		res.Err = fmt.Errorf("snapshot %s to %s: %w", res.ID, ts.name, err)
+		res.Err = err // archive's errors name the set and the target
 		return res
 	}
 	for _, p := range written.Parts {
