@@ -17,8 +17,10 @@
 //     N entries as applied and lose acknowledged writes.
 //   - node-id: Options.NodeID (a new random ID when empty), the restored
 //     node's name in its new cluster.
-//   - the files of the secrets.tar part (DATA/acme-storage.key), 0600,
-//     when the backup has one (it is only written when encrypted).
+//   - the files of the secrets.tar part, each under its base name (the
+//     tar holds the path it had on the backed-up node), 0600: the ACME
+//     storage key that every node of a cluster shares. The part exists
+//     only in encrypted backups.
 //
 // The old cluster's identity: its membership is not restored (the node is
 // the sole voter; other nodes join it again with `sigillo cluster token`
@@ -32,6 +34,12 @@
 // it (as after raftfsm.Recover). Join tokens issued before the backup and
 // neither used nor expired are in the restored store and still valid:
 // revoke them with `sigillo cluster token revoke` if in doubt.
+//
+// A restore to a point before the end of the backed-up history (At, a
+// gap, an older snapshot) starts a new history: the new cluster's log
+// reuses the indexes after the restored one, so the old sets beyond it on
+// the same target describe another history that a later restore would
+// mix in. Give the restored cluster's backups a new target or prefix.
 //
 // The configuration file (part sigillo.toml) is not written: the operator
 // starts the node with its own, which gives Options.NodeID and RaftAddr.

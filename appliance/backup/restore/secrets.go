@@ -35,24 +35,9 @@ func restoreSecrets(ctx context.Context, o Options, m archive.Manifest, part, di
 		return nil, err
 	}
 	defer rc.Close()
-	var names []string
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, wrapPart(m, part, err)
-		}
-		base := path.Base(h.Name)
-		if h.Typeflag != tar.TypeReg || h.Size > maxSecretBytes || base == "/" || base == "." || base == ".." || reserved[base] {
-			return nil, fmt.Errorf("%s %s: part %s: %q is not a secret file this version restores", m.Kind, m.ID, part, h.Name)
-		}
-		if err := writeSecret(filepath.Join(dir, base), tr); err != nil {
-			return nil, wrapPart(m, part, fmt.Errorf("%s: %w", h.Name, err))
-		}
-		names = append(names, fmt.Sprintf("%s (from /%s)", base, strings.TrimPrefix(h.Name, "/")))
+	names, err := extractSecrets(rc, dir)
+	if err != nil {
+		return nil, wrapPart(m, part, err)
 	}
 	// The tar's end is not the part's: what follows (padding) is read too,
 	// so that the part's lengths and hashes are checked.
@@ -60,6 +45,30 @@ func restoreSecrets(ctx context.Context, o Options, m archive.Manifest, part, di
 		return nil, wrapPart(m, part, err)
 	}
 	return names, nil
+}
+
+// extractSecrets writes the plain files of the tar read from r into dir
+// (see restoreSecrets).
+func extractSecrets(r io.Reader, dir string) ([]string, error) {
+	var names []string
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return names, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		base := path.Base(h.Name)
+		if h.Typeflag != tar.TypeReg || h.Size > maxSecretBytes || base == "/" || base == "." || base == ".." || reserved[base] {
+			return nil, fmt.Errorf("%q is not a secret file this version restores", h.Name)
+		}
+		if err := writeSecret(filepath.Join(dir, base), tr); err != nil {
+			return nil, fmt.Errorf("%s: %w", h.Name, err)
+		}
+		names = append(names, fmt.Sprintf("%s (from /%s)", base, strings.TrimPrefix(h.Name, "/")))
+	}
 }
 
 func writeSecret(path string, r io.Reader) error {
