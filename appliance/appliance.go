@@ -67,6 +67,9 @@ type Options struct {
 	// Command is how the user ran the binary ("./bin/sigillo --config
 	// FILE"), for the banner's examples; "" means "sigillo".
 	Command string
+	// ConfigFile is the configuration file ("" for the embedded one),
+	// which every backup carries.
+	ConfigFile string
 }
 
 // Grace is how long the process has from the end of Run's context (SIGTERM)
@@ -124,12 +127,6 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		return err
 	}
 
-	store, err := storage.Open(DatabaseFile(cfg))
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-
 	// This node's name in the cluster: the raft server ID and the owner
 	// of its locks, chosen once and kept in the data directory.
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -137,6 +134,16 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+
+	// A database of an older schema is backed up before it is migrated.
+	if err := backupBeforeMigrating(ctx, cfg, opts.ConfigFile, nodeID, log); err != nil {
+		return err
+	}
+	store, err := storage.Open(DatabaseFile(cfg))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 
 	// No deadline: a long replay of the raft log says how far it is and
 	// goes on; only the end of ctx (SIGTERM) stops it. A single node is a
@@ -367,8 +374,15 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		WriteTimeout:      timeouts.Data,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	backups, err := newBackuper(cfg, opts.ConfigFile, nodeID, backupSource{store: store, node: node}, gestoreKey, opts.Now, log)
+	if err != nil {
+		return err
+	}
 	ops := &manage.Manager{Store: store, Proposer: proposer, Cluster: clusterInfo, TOML: toml, Now: opts.Now, NoGestore: gestore == nil,
 		Scanner: scanner, ACME: acme, CA: ca, Hostname: cfg.Hostname, Version: Version, IsLeader: node.IsLeader}
+	if backups != nil {
+		ops.Backups = &backupOps{b: backups}
+	}
 	ctl := &control.Server{
 		Handler: control.Operations(ops),
 		Logger:  log.With("component", "control"),
@@ -519,7 +533,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		leader.Run(jobsCtx, node, leaderJobs(runner, gestore, gestoreKey, store, node, opts.Now, log), log.With("component", "leader"))
+		leader.Run(jobsCtx, node, leaderJobs(runner, gestore, gestoreKey, store, node, backups, opts.Now, log), log.With("component", "leader"))
 	}()
 
 	addrs := map[string]string{}

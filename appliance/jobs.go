@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"sigillo/appliance/backup"
 	"sigillo/appliance/leader"
 	"sigillo/appliance/legallog"
 	"sigillo/appliance/pec"
@@ -15,12 +16,15 @@ import (
 )
 
 // leaderJobs is the list of what only the leader does: the outbound
-// queue and, with a gestore, the PEC timeouts and the legal log's daily
+// queue, the backups (with a [[backup.target]]) and, with a gestore, the PEC timeouts and the legal log's daily
 // signed head and 30-month purge. (The local CA's certificates are every
 // node's own job: renewCertificates.)
 func leaderJobs(runner *queue.Runner, gestore *pec.Gestore, gestoreKey *signer.Signer,
-	store *storage.Store, proposer storage.Proposer, now func() time.Time, log *slog.Logger) []leader.Job {
+	store *storage.Store, proposer storage.Proposer, backups *backup.Backuper, now func() time.Time, log *slog.Logger) []leader.Job {
 	jobs := []leader.Job{{Name: "queue", Run: runner.Run}}
+	if backups != nil {
+		jobs = append(jobs, leader.Job{Name: "backup", Run: backups.Run})
+	}
 	if gestore != nil {
 		jobs = append(jobs,
 			leader.Job{Name: "pec-timers", Run: func(ctx context.Context) error {

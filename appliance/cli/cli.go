@@ -49,6 +49,8 @@ func commands() []command {
 		scanCommand,
 		certCommand,
 		clusterCommand,
+		backupCommand,
+		restoreCommand,
 		caCommand,
 		settingsCommand,
 		benchCommand,

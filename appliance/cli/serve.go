@@ -36,12 +36,12 @@ func runServe(e *env, words []string) error {
 			fmt.Fprintf(e.stderr, "no development PKCS#11 token, so no PEC gestore: %v\n", err)
 		}
 	}
-	return serve(cfg, CommandLine(e.argv0, fs.config), e)
+	return serve(cfg, fs.config, CommandLine(e.argv0, fs.config), e)
 }
 
-// serve runs the server; command is how the user ran this binary, for the
-// banner's examples.
-func serve(cfg config.Config, command string, e *env) error {
+// serve runs the server with cfg, read from file ("" for the embedded
+// one); command is how the user ran this binary, for the banner's examples.
+func serve(cfg config.Config, file, command string, e *env) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		level = slog.LevelInfo
@@ -72,7 +72,7 @@ func serve(cfg config.Config, command string, e *env) error {
 			}
 		}()
 	}
-	return appliance.Run(ctx, cfg, appliance.Options{Logger: logger, Out: e.stdout, Command: command})
+	return appliance.Run(ctx, cfg, appliance.Options{Logger: logger, Out: e.stdout, Command: command, ConfigFile: file})
 }
 
 func writeHeapProfile(path string) error {

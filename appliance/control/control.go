@@ -99,12 +99,16 @@ func (s *Server) Serve(ln net.Listener) error {
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
+	// The request must come within 2 minutes; the answer takes what the
+	// operation takes (a backup, a whole log verified), then 2 minutes to
+	// be read.
 	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	var req Request
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(c, maxRequest)).Decode(&req); err != nil {
 		resp.Error, resp.Code = "bad request: "+err.Error(), manage.Invalid
 	} else {
+		c.SetDeadline(time.Time{})
 		v, err := s.Handler(ctx, req)
 		if err != nil {
 			resp.Error, resp.Code = err.Error(), manage.CodeOf(err)
@@ -119,6 +123,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			resp.Data = b
 		}
 	}
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
 	json.NewEncoder(c).Encode(resp)
 }
 

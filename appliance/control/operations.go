@@ -67,6 +67,10 @@ func operate(ctx context.Context, m *manage.Manager, a manage.Actor, req Request
 		return nil, m.RevokeToken(ctx, a, arg("id"))
 	case "cluster.remove":
 		return nil, m.RemoveNode(ctx, a, arg("node"))
+	case "backup.now":
+		return m.BackupNow(ctx, a)
+	case "backup.status":
+		return m.BackupStatus(ctx, a)
 	case "settings.list":
 		return m.ListSettings(ctx, a)
 	case "settings.get":

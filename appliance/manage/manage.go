@@ -40,6 +40,8 @@ type Manager struct {
 
 	// Cluster answers the cluster operations (nil: none).
 	Cluster Cluster
+	// Backups runs and reports the backups (nil: no target configured).
+	Backups Backups
 	// TOML is this node's configuration as its file gives it (before the
 	// cluster's settings), for the sources and disagreements of
 	// `sigillo settings list`.
