@@ -23,8 +23,8 @@ type File struct {
 	root string // absolute, cleaned
 }
 
-// NewFile returns the target rooted at dir, an absolute path.
-func NewFile(dir string) (*File, error) {
+// newFileAt returns the target rooted at dir, an absolute path.
+func newFileAt(dir string) (*File, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("backup target directory %q is not absolute", dir)
 	}
@@ -47,16 +47,13 @@ func newFile(u *url.URL) (*File, error) {
 	if strings.ContainsRune(u.Path, 0) {
 		return nil, fmt.Errorf("backup target %s: the path holds a NUL", redacted(u))
 	}
-	return NewFile(filepath.FromSlash(u.Path))
+	return newFileAt(filepath.FromSlash(u.Path))
 }
 
 // String is "file:///root".
 func (f *File) String() string {
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(f.root)}).String()
 }
-
-// Root is the target's directory.
-func (f *File) Root() string { return f.root }
 
 func (f *File) path(name string) string {
 	return filepath.Join(f.root, filepath.FromSlash(name))
