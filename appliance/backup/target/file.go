@@ -23,8 +23,9 @@ type File struct {
 	root string // absolute, cleaned
 }
 
-// newFileAt returns the target rooted at dir, an absolute path.
-func newFileAt(dir string) (*File, error) {
+// NewFile returns the target rooted at dir, an absolute path: what Open
+// gives for "file://"+dir.
+func NewFile(dir string) (*File, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("backup target directory %q is not absolute", dir)
 	}
@@ -47,7 +48,7 @@ func newFile(u *url.URL) (*File, error) {
 	if strings.ContainsRune(u.Path, 0) {
 		return nil, fmt.Errorf("backup target %s: the path holds a NUL", redacted(u))
 	}
-	return newFileAt(filepath.FromSlash(u.Path))
+	return NewFile(filepath.FromSlash(u.Path))
 }
 
 // String is "file:///root".
