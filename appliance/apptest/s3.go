@@ -165,6 +165,7 @@ func (s *S3) Client(t testing.TB) *minio.Client {
 		Creds:        credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""),
 		Region:       s.Region,
 		BucketLookup: minio.BucketLookupPath,
+		MaxRetries:   2, // a stopped server is an answer, not a reason to wait
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -15,19 +15,19 @@ func TestReadCredentials(t *testing.T) {
 	const secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 	good := []struct {
 		name, text string
-		want       Credentials
+		want       s3Credentials
 	}{
 		{"plain", "AWS_ACCESS_KEY_ID=AKIDEXAMPLE\nAWS_SECRET_ACCESS_KEY=" + secret + "\n",
-			Credentials{"AKIDEXAMPLE", secret, ""}},
+			s3Credentials{"AKIDEXAMPLE", secret, ""}},
 		{"comments, blanks, spaces, CRLF, no final newline",
 			"# backups to the office NAS\r\n\r\n  AWS_ACCESS_KEY_ID = AKIDEXAMPLE \r\n\t# secret below\nAWS_SECRET_ACCESS_KEY=" + secret,
-			Credentials{"AKIDEXAMPLE", secret, ""}},
+			s3Credentials{"AKIDEXAMPLE", secret, ""}},
 		{"quotes and export", "export AWS_ACCESS_KEY_ID=\"AKIDEXAMPLE\"\nAWS_SECRET_ACCESS_KEY='" + secret + "'\nAWS_SESSION_TOKEN=\"tok=en#1\"\n",
-			Credentials{"AKIDEXAMPLE", secret, "tok=en#1"}},
-		{"value with = and #", "AWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=a=b#c\n", Credentials{"AKID", "a=b#c", ""}},
-		{"other keys ignored", "AWS_REGION=eu-south-1\nAWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=x\n", Credentials{"AKID", "x", ""}},
-		{"unknown key ignored, quotes and all", "AWS_ACCESS_KEY_ID=A\nX=\"unterminated\n" + secret + "=x\nAWS_SECRET_ACCESS_KEY=y\n", Credentials{"A", "y", ""}},
-		{"byte order mark", "\ufeffAWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=x\n", Credentials{"AKID", "x", ""}},
+			s3Credentials{"AKIDEXAMPLE", secret, "tok=en#1"}},
+		{"value with = and #", "AWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=a=b#c\n", s3Credentials{"AKID", "a=b#c", ""}},
+		{"other keys ignored", "AWS_REGION=eu-south-1\nAWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=x\n", s3Credentials{"AKID", "x", ""}},
+		{"unknown key ignored, quotes and all", "AWS_ACCESS_KEY_ID=A\nX=\"unterminated\n" + secret + "=x\nAWS_SECRET_ACCESS_KEY=y\n", s3Credentials{"A", "y", ""}},
+		{"byte order mark", "\ufeffAWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=x\n", s3Credentials{"AKID", "x", ""}},
 	}
 	dir := t.TempDir()
 	for _, c := range good {
@@ -35,7 +35,7 @@ func TestReadCredentials(t *testing.T) {
 		if err := os.WriteFile(p, []byte(c.text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		got, err := ReadCredentials(p)
+		got, err := readCredentials(p)
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 			continue
@@ -65,7 +65,7 @@ func TestReadCredentials(t *testing.T) {
 		if err := os.WriteFile(p, []byte(c.text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := ReadCredentials(p)
+		_, err := readCredentials(p)
 		if err == nil {
 			t.Errorf("%s: read, want an error with %q", c.name, c.want)
 			continue
@@ -77,14 +77,14 @@ func TestReadCredentials(t *testing.T) {
 			t.Errorf("%s: the error shows the secret: %v", c.name, err)
 		}
 	}
-	if _, err := ReadCredentials(filepath.Join(dir, "absent")); err == nil || !strings.Contains(err.Error(), "credentials file") {
+	if _, err := readCredentials(filepath.Join(dir, "absent")); err == nil || !strings.Contains(err.Error(), "credentials file") {
 		t.Errorf("absent file: %v", err)
 	}
 }
 
 // Printing credentials, by mistake, shows the key id but not the secret.
 func TestCredentialsNotPrinted(t *testing.T) {
-	c := Credentials{"AKIDEXAMPLE", "the-secret", "the-token"}
+	c := s3Credentials{"AKIDEXAMPLE", "the-secret", "the-token"}
 	for _, s := range []string{c.String(), strings.TrimSpace(sprintAll(c))} {
 		if strings.Contains(s, "the-secret") || strings.Contains(s, "the-token") || !strings.Contains(s, "AKIDEXAMPLE") {
 			t.Errorf("printed as %q", s)
@@ -92,7 +92,7 @@ func TestCredentialsNotPrinted(t *testing.T) {
 	}
 }
 
-func sprintAll(c Credentials) string {
+func sprintAll(c s3Credentials) string {
 	return fmt.Sprintf("%v %+v %#v %s", c, c, c, c)
 }
 

@@ -23,7 +23,8 @@ type File struct {
 	root string // absolute, cleaned
 }
 
-// NewFile returns the target rooted at dir, an absolute path.
+// NewFile returns the target rooted at dir, an absolute path: what Open
+// gives for "file://"+dir.
 func NewFile(dir string) (*File, error) {
 	if !filepath.IsAbs(dir) {
 		return nil, fmt.Errorf("backup target directory %q is not absolute", dir)
@@ -54,9 +55,6 @@ func newFile(u *url.URL) (*File, error) {
 func (f *File) String() string {
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(f.root)}).String()
 }
-
-// Root is the target's directory.
-func (f *File) Root() string { return f.root }
 
 func (f *File) path(name string) string {
 	return filepath.Join(f.root, filepath.FromSlash(name))

@@ -18,13 +18,13 @@ import (
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
-// PartSize is the size of one part of an S3 multipart upload: the memory a
+// partSize is the size of one part of an S3 multipart upload: the memory a
 // Put holds at a time, whatever the size of the object.
-const PartSize = 16 << 20
+const partSize = 16 << 20
 
 // S3 is a backup target in an S3 bucket (AWS, or any S3-compatible server),
 // under an optional key prefix. Puts stream as multipart uploads of
-// PartSize parts; an upload that fails is aborted, so no object appears.
+// partSize parts; an upload that fails is aborted, so no object appears.
 // The bucket must exist: the target does not create it.
 type S3 struct {
 	client   *minio.Client
@@ -36,8 +36,9 @@ type S3 struct {
 }
 
 // Timeouts of an S3 target. A dead server makes a call fail within seconds
-// (dial, a few retries), not minutes; a slow but alive one has a minute to
-// answer each request once it has the whole request.
+// (dial, a few retries), not minutes; a slow but alive one has two minutes
+// to answer each request once it has the whole request; a server that hangs
+// is bounded by the caller's context.
 const (
 	s3DialTimeout     = 5 * time.Second
 	s3ResponseTimeout = 2 * time.Minute
@@ -87,9 +88,9 @@ func newS3(u *url.URL, credentialsFile string, getenv func(string) string) (*S3,
 		}
 	}
 
-	var creds Credentials
+	var creds s3Credentials
 	if credentialsFile != "" {
-		creds, err = ReadCredentials(credentialsFile)
+		creds, err = readCredentials(credentialsFile)
 	} else {
 		creds, err = credentialsFromEnv(getenv)
 	}
@@ -182,14 +183,7 @@ func (s *S3) String() string {
 	return u.String()
 }
 
-// Bucket is the target's bucket; Prefix its key prefix ("" or ending in "/").
-func (s *S3) Bucket() string { return s.bucket }
-
-// Prefix is the key prefix under which the target's objects are ("" or
-// ending in "/").
-func (s *S3) Prefix() string { return s.prefix }
-
-// Put streams r to name as a multipart upload of PartSize parts (one part
+// Put streams r to name as a multipart upload of partSize parts (one part
 // for a small object); only a completed upload makes the object appear.
 func (s *S3) Put(ctx context.Context, name string, r io.Reader) (int64, error) {
 	if err := checkName(name); err != nil {
@@ -197,7 +191,7 @@ func (s *S3) Put(ctx context.Context, name string, r io.Reader) (int64, error) {
 	}
 	cr := &countingReader{r: ctxReader{ctx, r}}
 	info, err := s.client.PutObject(ctx, s.bucket, s.prefix+name, cr, -1, minio.PutObjectOptions{
-		PartSize:    PartSize,
+		PartSize:    partSize,
 		ContentType: "application/octet-stream",
 	})
 	if err != nil {
@@ -219,7 +213,16 @@ func (s *S3) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	}
 	if _, err := obj.Stat(); err != nil {
 		obj.Close()
-		return nil, s.wrap("get", name, err)
+		err = s.wrap("get", name, err)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Some servers (versitygw) answer NoSuchKey for a key in a
+			// missing bucket: tell the two apart, the bucket is a mistake
+			// to fix and not an absent object.
+			if ok, berr := s.client.BucketExists(ctx, s.bucket); berr == nil && !ok {
+				return nil, s.wrap("get", name, minio.ErrorResponse{Code: "NoSuchBucket"})
+			}
+		}
+		return nil, err
 	}
 	return &s3Reader{obj: obj, s: s, name: name}, nil
 }

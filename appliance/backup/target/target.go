@@ -45,7 +45,7 @@ var (
 // "s3://bucket/prefix?endpoint=host:port&region=us-east-1&tls=false" (tls
 // defaults to true; without endpoint the target is AWS, s3.amazonaws.com).
 // S3 credentials come from credentialsFile when it is not "" (see
-// ReadCredentials), else from the environment (AWS_ACCESS_KEY_ID,
+// readCredentials), else from the environment (AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN); neither is an error. Open does
 // no I/O except reading the credentials file. The result is a *File or an *S3.
 func Open(rawURL, credentialsFile string) (Store, error) {

@@ -8,7 +8,7 @@ import (
 // An operator writes a target url in sigillo.toml: the good ones open, the
 // bad ones are refused with an error that says what is wrong.
 func TestOpenURL(t *testing.T) {
-	env := map[string]string{EnvAccessKeyID: "AKIDEXAMPLE", EnvSecretAccessKey: "s3cr3t-never-shown"}
+	env := map[string]string{envAccessKeyID: "AKIDEXAMPLE", envSecretAccessKey: "s3cr3t-never-shown"}
 	getenv := func(k string) string { return env[k] }
 	good := []struct{ url, str string }{
 		{"file:///srv/backup", "file:///srv/backup"},
@@ -82,11 +82,11 @@ func TestOpenURL(t *testing.T) {
 func TestOpenCredentialsRequired(t *testing.T) {
 	none := func(string) string { return "" }
 	_, err := open("s3://bucket/x?endpoint=127.0.0.1:9000", "", none)
-	if err == nil || !strings.Contains(err.Error(), "no credentials") || !strings.Contains(err.Error(), EnvSecretAccessKey) {
+	if err == nil || !strings.Contains(err.Error(), "no credentials") || !strings.Contains(err.Error(), envSecretAccessKey) {
 		t.Fatalf("no credentials: %v", err)
 	}
 	half := func(k string) string {
-		if k == EnvAccessKeyID {
+		if k == envAccessKeyID {
 			return "AKID"
 		}
 		return ""
@@ -111,7 +111,7 @@ func FuzzOpenURL(f *testing.F) {
 		f.Add(s)
 	}
 	getenv := func(k string) string {
-		return map[string]string{EnvAccessKeyID: "AKID", EnvSecretAccessKey: "fuzz-secret-xyzzy"}[k]
+		return map[string]string{envAccessKeyID: "AKID", envSecretAccessKey: "fuzz-secret-xyzzy"}[k]
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		st, err := open(raw, "", getenv)
