@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,6 +190,9 @@ func (o *backupOps) Now(ctx context.Context) ([]manage.BackupResult, error) {
 	out := make([]manage.BackupResult, 0, len(res))
 	for _, r := range res {
 		mr := manage.BackupResult{Target: r.Target, ID: r.ID, Bytes: r.Bytes}
+		if _, idx, ok := strings.Cut(r.ID, "-"); ok {
+			mr.Index, _ = strconv.ParseUint(idx, 10, 64)
+		}
 		if r.Err != nil {
 			mr.Error = r.Err.Error()
 		}
