@@ -23,7 +23,8 @@ test: check
 
 # bench: `sigillo bench` against a fresh Sigillo (testdata/bench/sigillo.sh),
 # then the Go benchmarks of the root package (bench_*_test.go: among them
-# the three-node cluster's SMTP rate, commit latency, memory and failover).
+# the three-node cluster's SMTP rate, commit latency, memory and failover,
+# and the backup and restore of 100,000 messages).
 bench:
 	GO=$(GO) bash testdata/bench/sigillo.sh
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m .
@@ -52,6 +53,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReceive -fuzztime 30s ./appliance/pec/
 	$(GO) test -run '^$$' -fuzz FuzzSubmit -fuzztime 30s ./appliance/pec/
 	$(GO) test -run '^$$' -fuzz FuzzHeaderSection -fuzztime 30s ./appliance/spool/
+	$(GO) test -run '^$$' -fuzz FuzzEntryReader -fuzztime 30s ./appliance/backup/archive/
+	$(GO) test -run '^$$' -fuzz FuzzExtractSecrets -fuzztime 30s ./appliance/backup/restore/
+	$(GO) test -run '^$$' -fuzz FuzzOpenURL -fuzztime 30s ./appliance/backup/target/
+	$(GO) test -run '^$$' -fuzz FuzzParseCredentials -fuzztime 30s ./appliance/backup/target/
 
 clean:
 	rm -rf bin
