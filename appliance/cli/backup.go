@@ -27,11 +27,12 @@ import (
 // directly (no server needed, so they work when the VM is gone).
 var backupCommand = command{
 	name: "backup",
-	usage: "backup now [--json]\n" +
+	usage: "backup now [--json] | status [--json]\n" +
 		"backup list [--target URL] [--json]\n" +
 		"backup verify [ID] [--identity AGE_KEY_FILE] [--json]",
 	notes: []string{configNote, jsonNote,
 		"now writes a snapshot to every [[backup.target]] (exit 1 naming the targets that failed)",
+		"status shows the scheduled job's state per target (last snapshot, index shipped, last error, retry)",
 		"list shows every snapshot of every target (or of --target, a url of the configuration)",
 		"verify downloads a snapshot (ID, or the newest) from every target, checks every hash and",
 		"  the signature, restores it into a temporary directory and checks that; encrypted",
@@ -41,9 +42,8 @@ var backupCommand = command{
 
 // restoreCommand builds a one-node cluster from a backup.
 var restoreCommand = command{
-	name: "restore",
-	usage: "restore --from URL [--snapshot ID] [--at RFC3339] [--identity AGE_KEY_FILE]\n" +
-		"  [--credentials-file F] --data DIR",
+	name:  "restore",
+	usage: "restore --from URL [--snapshot ID] [--at RFC3339] [--identity AGE_KEY_FILE] [--credentials-file F] --data DIR",
 	notes: []string{configNote,
 		"restore makes DIR (which must be empty or absent) a one-node cluster holding the snapshot",
 		"  ID (default the newest; with --at the newest before that time) and the log shipped after",
@@ -57,6 +57,30 @@ func runBackup(e *env, words []string) error {
 	switch sub {
 	case "now":
 		return e.backupNow(rest)
+	case "status":
+		var st []manage.BackupTarget
+		done, err := e.fetch("backup status", rest, 0, "backup.status", "", &st)
+		if done || err != nil {
+			return err
+		}
+		if len(st) == 0 {
+			fmt.Fprintln(e.stdout, "no [[backup.target]]: no scheduled backups")
+			return nil
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TARGET\tLAST SNAPSHOT\tSHIPPED TO\tLAST OK\tSTATE")
+		for _, t := range st {
+			state := "ok"
+			if t.Failures > 0 {
+				state = fmt.Sprintf("FAILING (%d): %s; next try %s", t.Failures, t.LastError, t.NextAttempt.Local().Format(time.TimeOnly))
+			}
+			last := "-"
+			if !t.LastTime.IsZero() {
+				last = t.LastTime.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", t.Target, t.LastID, t.LastIndex, last, state)
+		}
+		return tw.Flush()
 	case "list":
 		return e.backupList(rest)
 	case "verify":
