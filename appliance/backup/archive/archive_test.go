@@ -514,3 +514,32 @@ func TestManifestJSONFieldNames(t *testing.T) {
 		}
 	}
 }
+
+// The raw length and SHA-256 are checked too: a manifest edited by hand (unsigned) to claim other
+// content is caught when the part is read, even though the stored bytes match.
+func TestTheRawContentIsCheckedAgainstTheManifest(t *testing.T) {
+	ctx := context.Background()
+	st := fileTarget(t, t.TempDir())
+	m, err := archive.Write(ctx, st, snapshotManifest(), sources(nodeFiles(t)), archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := m
+	edited.Parts = append([]archive.PartInfo(nil), m.Parts...)
+	edited.Parts[0].RawSHA256 = strings.Repeat("ab", 32)
+	edited.Parts[1].RawBytes--
+	edited.Parts[2].RawBytes++
+	if err := archive.CheckPart(ctx, st, edited, "sigillo.db"); err != nil {
+		t.Errorf("CheckPart looks at stored bytes only: %v", err)
+	}
+	for part, says := range map[string]string{
+		"sigillo.db":   "SHA-256 mismatch once decompressed",
+		"sigillo.toml": "longer than the manifest says once decompressed",
+		"secrets.tar":  "bytes once decompressed, manifest says",
+	} {
+		_, err := readPart(t, st, edited, part, nil)
+		if err == nil || !strings.HasPrefix(err.Error(), "snapshot "+m.ID+": part "+part+": ") || !strings.Contains(err.Error(), says) || !errors.Is(err, archive.ErrDamaged) {
+			t.Errorf("%s: %v", part, err)
+		}
+	}
+}

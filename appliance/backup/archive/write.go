@@ -45,7 +45,7 @@ func Write(ctx context.Context, st Store, m Manifest, parts []Source, opt Option
 	prefix := dir(m.Kind, m.ID)
 	if rc, err := st.Get(ctx, prefix+ManifestName); err == nil {
 		rc.Close()
-		return Manifest{}, fmt.Errorf("write %s to %s: %w", m.setName(), st, fs.ErrExist)
+		return Manifest{}, fmt.Errorf("write %s to %s: the set is there already: %w", m.setName(), st, fs.ErrExist)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return Manifest{}, fmt.Errorf("write %s to %s: look for an existing manifest: %w", m.setName(), st, err)
 	}
