@@ -361,6 +361,7 @@ func TestAnIncompleteSetIsNotListed(t *testing.T) {
 	_, err := archive.Write(ctx, st, m, sources(files), archive.Options{})
 	if err == nil || !strings.Contains(err.Error(), "to "+st.String()+": part sigillo.toml: ") {
 		t.Fatalf("Write onto a blocked name: %v", err)
+
 	}
 	if _, err := os.Stat(storedPath(root, m, "sigillo.db")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the part written before the failure is still there: %v", err)
@@ -372,7 +373,7 @@ func TestAnIncompleteSetIsNotListed(t *testing.T) {
 		return io.NopCloser(io.MultiReader(strings.NewReader("half"), errReader{errors.New("disk gone")})), nil
 	}
 	_, err = archive.Write(ctx, st, m, srcs, archive.Options{})
-	if err == nil || !strings.Contains(err.Error(), "part secrets.tar: disk gone") {
+	if err == nil || !strings.Contains(err.Error(), "part secrets.tar: read: disk gone") {
 		t.Fatalf("Write of a failing source: %v", err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(root, "snapshots", m.ID))
