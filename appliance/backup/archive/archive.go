@@ -119,13 +119,13 @@ type Options struct {
 }
 
 // setName names a set in errors: "snapshot 20261202T212300Z-48213".
-func (m *Manifest) setName() string { return m.Kind + " " + m.ID }
+func (m Manifest) setName() string { return m.Kind + " " + m.ID }
 
 // dir is the set's object prefix: "snapshots/<id>/".
 func dir(kind, id string) string { return kind + "s/" + id + "/" }
 
 // Part returns the manifest's entry for the part called name.
-func (m *Manifest) Part(name string) (PartInfo, bool) {
+func (m Manifest) Part(name string) (PartInfo, bool) {
 	for _, p := range m.Parts {
 		if p.Name == name {
 			return p, true

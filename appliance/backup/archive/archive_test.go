@@ -361,6 +361,7 @@ func TestAnIncompleteSetIsNotListed(t *testing.T) {
 	_, err := archive.Write(ctx, st, m, sources(files), archive.Options{})
 	if err == nil || !strings.Contains(err.Error(), "to "+st.String()+": part sigillo.toml: ") {
 		t.Fatalf("Write onto a blocked name: %v", err)
+
 	}
 	if _, err := os.Stat(storedPath(root, m, "sigillo.db")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the part written before the failure is still there: %v", err)
@@ -372,7 +373,7 @@ func TestAnIncompleteSetIsNotListed(t *testing.T) {
 		return io.NopCloser(io.MultiReader(strings.NewReader("half"), errReader{errors.New("disk gone")})), nil
 	}
 	_, err = archive.Write(ctx, st, m, srcs, archive.Options{})
-	if err == nil || !strings.Contains(err.Error(), "part secrets.tar: disk gone") {
+	if err == nil || !strings.Contains(err.Error(), "part secrets.tar: read: disk gone") {
 		t.Fatalf("Write of a failing source: %v", err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(root, "snapshots", m.ID))
@@ -511,6 +512,35 @@ func TestManifestJSONFieldNames(t *testing.T) {
 		"recipients", "counts", "parts", "signature", "name", "bytes", "sha256", "raw_bytes", "raw_sha256", "algorithm", "certificates", "value"} {
 		if !bytes.Contains(b, []byte(`"`+f+`":`)) {
 			t.Errorf("no %q in %s", f, b)
+		}
+	}
+}
+
+// The raw length and SHA-256 are checked too: a manifest edited by hand (unsigned) to claim other
+// content is caught when the part is read, even though the stored bytes match.
+func TestTheRawContentIsCheckedAgainstTheManifest(t *testing.T) {
+	ctx := context.Background()
+	st := fileTarget(t, t.TempDir())
+	m, err := archive.Write(ctx, st, snapshotManifest(), sources(nodeFiles(t)), archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := m
+	edited.Parts = append([]archive.PartInfo(nil), m.Parts...)
+	edited.Parts[0].RawSHA256 = strings.Repeat("ab", 32)
+	edited.Parts[1].RawBytes--
+	edited.Parts[2].RawBytes++
+	if err := archive.CheckPart(ctx, st, edited, "sigillo.db"); err != nil {
+		t.Errorf("CheckPart looks at stored bytes only: %v", err)
+	}
+	for part, says := range map[string]string{
+		"sigillo.db":   "SHA-256 mismatch once decompressed",
+		"sigillo.toml": "longer than the manifest says once decompressed",
+		"secrets.tar":  "bytes once decompressed, manifest says",
+	} {
+		_, err := readPart(t, st, edited, part, nil)
+		if err == nil || !strings.HasPrefix(err.Error(), "snapshot "+m.ID+": part "+part+": ") || !strings.Contains(err.Error(), says) || !errors.Is(err, archive.ErrDamaged) {
+			t.Errorf("%s: %v", part, err)
 		}
 	}
 }

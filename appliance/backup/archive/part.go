@@ -100,8 +100,8 @@ func (r *partReader) Read(p []byte) (int, error) {
 	r.n += int64(n)
 	switch {
 	case r.n > r.info.RawBytes:
-		r.err = damaged(nil, "%s: part %s: longer than the manifest says once decompressed (more than %d bytes)",
-			r.m.setName(), r.info.Name, r.info.RawBytes)
+		r.err = r.explain(damaged(nil, "%s: part %s: longer than the manifest says once decompressed (more than %d bytes)",
+			r.m.setName(), r.info.Name, r.info.RawBytes), "")
 		return 0, r.err
 	case err == io.EOF:
 		r.err = r.finish()
@@ -132,7 +132,8 @@ func (r *partReader) finish() error {
 	return io.EOF
 }
 
-// explain turns an error of age or zstd into one naming the set and the part. When the stored
+// explain turns an error of age or zstd (or of the raw stream's length) into one naming the set
+// and the part. When the stored
 // bytes themselves do not match the manifest, that is the better explanation: it reads the rest of
 // the stored part to find out (unless ctx has ended).
 func (r *partReader) explain(err error, stage string) error {
@@ -144,6 +145,9 @@ func (r *partReader) explain(err error, stage string) error {
 	}
 	if r.stored.verdict != nil {
 		return r.stored.verdict
+	}
+	if errors.Is(err, ErrDamaged) {
+		return err
 	}
 	return damaged(err, "%s: part %s: %s: %v", r.m.setName(), r.info.Name, stage, err)
 }

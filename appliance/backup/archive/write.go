@@ -45,7 +45,7 @@ func Write(ctx context.Context, st Store, m Manifest, parts []Source, opt Option
 	prefix := dir(m.Kind, m.ID)
 	if rc, err := st.Get(ctx, prefix+ManifestName); err == nil {
 		rc.Close()
-		return Manifest{}, fmt.Errorf("write %s to %s: %w", m.setName(), st, fs.ErrExist)
+		return Manifest{}, fmt.Errorf("write %s to %s: the set is there already: %w", m.setName(), st, fs.ErrExist)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return Manifest{}, fmt.Errorf("write %s to %s: look for an existing manifest: %w", m.setName(), st, err)
 	}
@@ -54,9 +54,10 @@ func Write(ctx context.Context, st Store, m Manifest, parts []Source, opt Option
 	cleanup := func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
-		for _, name := range written {
-			// Best effort: the error returned is the one that made Write fail.
-			_ = st.Delete(cctx, name)
+		// Newest first: a manifest whose Put failed late (but landed) goes before its parts.
+		// Best effort: the error returned is the one that made Write fail.
+		for i := len(written) - 1; i >= 0; i-- {
+			_ = st.Delete(cctx, written[i])
 		}
 	}
 	for _, src := range parts {
@@ -157,7 +158,7 @@ func writePart(ctx context.Context, st Store, name string, src Source, recipient
 	case encErr != nil && !errors.Is(encErr, errPutReturned):
 		return PartInfo{}, encErr
 	case putErr != nil:
-		return PartInfo{}, fmt.Errorf("put %s: %w", name, putErr)
+		return PartInfo{}, putErr // the Store's errors name the store and the object
 	case encErr != nil:
 		return PartInfo{}, fmt.Errorf("put %s: stopped reading before the end", name)
 	case n != stored.n:
@@ -189,7 +190,7 @@ func encode(ctx context.Context, w io.Writer, r io.Reader, recipients []age.Reci
 	if err != nil {
 		return fmt.Errorf("compress: %w", err)
 	}
-	if _, err := io.Copy(zw, ctxReader{ctx, r}); err != nil {
+	if _, err := io.Copy(zw, sourceReader{ctx, r}); err != nil {
 		zw.Close()
 		return err
 	}
@@ -218,17 +219,22 @@ func (c *hashCounter) Write(p []byte) (int, error) {
 
 func (c *hashCounter) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 
-// ctxReader fails a read once ctx has ended, so a long copy stops with it.
-type ctxReader struct {
+// sourceReader reads a part's Source: it stops when ctx ends and says "read" in a read error, so
+// that it is told from an error of the compressor or the store.
+type sourceReader struct {
 	ctx context.Context
 	r   io.Reader
 }
 
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
+func (s sourceReader) Read(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return c.r.Read(p)
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("read: %w", err)
+	}
+	return n, err
 }
 
 type nopCloser struct{ io.Writer }
