@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzSubmit -fuzztime 30s ./appliance/pec/
 	$(GO) test -run '^$$' -fuzz FuzzHeaderSection -fuzztime 30s ./appliance/spool/
 	$(GO) test -run '^$$' -fuzz FuzzEntryReader -fuzztime 30s ./appliance/backup/archive/
+	$(GO) test -run '^$$' -fuzz FuzzReadManifest -fuzztime 30s ./appliance/backup/archive/
 	$(GO) test -run '^$$' -fuzz FuzzExtractSecrets -fuzztime 30s ./appliance/backup/restore/
 	$(GO) test -run '^$$' -fuzz FuzzOpenURL -fuzztime 30s ./appliance/backup/target/
 	$(GO) test -run '^$$' -fuzz FuzzParseCredentials -fuzztime 30s ./appliance/backup/target/
