@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -82,6 +81,7 @@ func BenchmarkBackup100k(b *testing.B) {
 	bk := backup.New(backup.Config{Targets: targets, TempDir: dir, NodeID: "bench", Version: "bench"}, benchSource{store})
 
 	runtime.GC()
+	fmt.Printf("before the backup: RSS %.0f MiB\n", float64(procStatus(os.Getpid(), "VmRSS"))/1024)
 	peak := watchMemory()
 	start = time.Now()
 	res, err := bk.Now(ctx, nil)
@@ -102,6 +102,7 @@ func BenchmarkBackup100k(b *testing.B) {
 	b.ReportMetric(heap, "MiB_backup_peak_heap")
 
 	runtime.GC()
+	fmt.Printf("before the restore: RSS %.0f MiB\n", float64(procStatus(os.Getpid(), "VmRSS"))/1024)
 	peak = watchMemory()
 	start = time.Now()
 	rep, err := restore.Restore(ctx, restore.Options{From: targets[0].Store, DataDir: filepath.Join(dir, "restored")})
@@ -171,23 +172,6 @@ func watchMemory() func() (rss, heap float64) {
 	return func() (float64, float64) {
 		close(done)
 		wg.Wait()
-		return float64(vmHWM()) / 1024, float64(top.Load()) / (1 << 20)
+		return float64(procStatus(os.Getpid(), "VmHWM")) / 1024, float64(top.Load()) / (1 << 20)
 	}
-}
-
-// vmHWM is the process's peak RSS in KiB since the last reset.
-func vmHWM() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
